@@ -1,0 +1,1 @@
+"""Settings, provider definitions and the schema both producers and workers share."""

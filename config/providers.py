@@ -1,0 +1,256 @@
+"""The providers file: ``[providers.NAME]`` tables, one per SMTP relay or HTTP API.
+
+Loaded and validated at start-up. A mistake is a :class:`~workers.errors.ConfigError`
+whose message names the file, the provider and the field. Secrets are never written in
+the file: it names an environment variable (``*_env``) or a file (``*_file``) instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from config.units import Rate, parse_duration, parse_rate
+from workers.errors import ConfigError
+
+__all__ = [
+    "HttpConfig",
+    "MailgunConfig",
+    "PostmarkConfig",
+    "ProviderConfig",
+    "ProvidersFile",
+    "ResendConfig",
+    "SendgridConfig",
+    "SesConfig",
+    "SmtpConfig",
+    "load_providers",
+    "read_secret",
+]
+
+#: Keys that would hold a secret inline; the file must name an env var or a file instead.
+INLINE_SECRET_KEYS = frozenset(
+    {"password", "api_key", "apikey", "token", "secret", "secret_access_key", "access_key_id",
+     "auth_header_value", "server_token"}
+)
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class _Base(BaseModel):
+    """Settings every provider kind has: limits, retries and where the secret lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # rate limits (cluster-wide)
+    rate: Rate | None = None
+    burst: int | None = Field(default=None, ge=1)
+    domains: dict[str, Rate] = Field(default_factory=dict)
+    max_connections: int | None = Field(default=None, ge=1)
+    max_wait: Seconds = 5.0
+
+    # retries
+    max_attempts: int = Field(default=8, ge=1)
+    max_age: Seconds = 3 * 86400.0
+    backoff_base: Seconds = 30.0
+    backoff_max: Seconds = 3600.0
+    #: what to do when the connection drops after the body was sent, before the reply
+    on_ambiguous: Literal["resend", "fail"] = "resend"
+    #: 5.2.2 / 552 mailbox full: retry (bulk-sender practice) or fail
+    mailbox_full: Literal["transient", "permanent"] = "transient"
+
+    timeout: Seconds = 30.0
+    batch_size: int | None = Field(default=None, ge=1, le=10000)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate(cls, v: Any) -> Any:
+        return parse_rate(v) if isinstance(v, str) else v
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domains(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {str(k).lower(): parse_rate(r) if isinstance(r, str) else r for k, r in v.items()}
+
+    @field_validator("max_wait", "max_age", "backoff_base", "backoff_max", "timeout",
+                     mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str | int | float) else v
+
+    @property
+    def effective_burst(self) -> int:
+        """``burst`` when set, else one second's worth of the rate (at least 1)."""
+        if self.burst is not None:
+            return self.burst
+        if self.rate is None:
+            return 1
+        return max(1, int(self.rate.per_second))
+
+
+class SmtpConfig(_Base):
+    kind: Literal["smtp"]
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    pool_size: int = Field(default=8, ge=1, le=500)
+    max_messages_per_connection: int = Field(default=1000, ge=1)
+    #: idle seconds after which a pooled connection is checked with NOOP before use
+    idle_check: Seconds = 30.0
+    #: skip certificate checks (local test relays only)
+    tls_insecure: bool = False
+    #: EHLO name; the local host name when empty
+    local_hostname: str | None = None
+
+
+class _HttpBase(_Base):
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    sandbox: bool = False
+    #: concurrent HTTP requests per worker process
+    concurrency: int = Field(default=4, ge=1, le=100)
+
+
+class SendgridConfig(_HttpBase):
+    kind: Literal["sendgrid"]
+
+
+class MailgunConfig(_HttpBase):
+    kind: Literal["mailgun"]
+    domain: str
+
+
+class PostmarkConfig(_HttpBase):
+    kind: Literal["postmark"]
+    message_stream: str = "outbound"
+
+
+class ResendConfig(_HttpBase):
+    kind: Literal["resend"]
+    validation: Literal["strict", "permissive"] = "permissive"
+
+
+class SesConfig(_HttpBase):
+    kind: Literal["ses"]
+    region: str = "us-east-1"
+    access_key_id_env: str | None = None
+    secret_access_key_env: str | None = None
+    configuration_set: str | None = None
+
+
+class HttpConfig(_HttpBase):
+    kind: Literal["http"]
+    url: str
+    http_batch_size: int = Field(default=100, ge=1, le=10000)
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+
+
+ProviderConfig = Annotated[
+    SmtpConfig | SendgridConfig | MailgunConfig | PostmarkConfig | ResendConfig | SesConfig
+    | HttpConfig,
+    Field(discriminator="kind"),
+]
+
+
+class ProvidersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    providers: dict[str, ProviderConfig]
+
+
+def _check_inline_secrets(path: Path, data: dict[str, Any]) -> None:
+    for name, table in (data.get("providers") or {}).items():
+        if not isinstance(table, dict):
+            continue
+        for key in table:
+            if key.lower() in INLINE_SECRET_KEYS:
+                raise ConfigError(
+                    f"{path}: provider {name!r}: field {key!r} holds a secret inline; "
+                    f"secrets never go in config files: set {key}_env = \"ENV_VAR_NAME\" "
+                    f"or {key}_file = \"/path/to/secret\" instead"
+                )
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        where = f"{path}"
+        if len(loc) >= 2 and loc[0] == "providers":
+            where += f": provider {loc[1]!r}"
+            loc = loc[2:]
+            # the discriminated union puts the kind name first; it is not a field
+            if loc and loc[0] in {"smtp", "sendgrid", "mailgun", "postmark", "resend", "ses",
+                                  "http"}:
+                loc = loc[1:]
+        field = ".".join(loc) or "kind"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{where}: field {field!r}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_providers(path: str | Path) -> dict[str, ProviderConfig]:
+    """Read and validate a providers file; every problem is a :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the providers file: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    _check_inline_secrets(p, data)
+    try:
+        parsed = ProvidersFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(p, exc)) from None
+    for name, cfg in parsed.providers.items():
+        _check_secret_source(p, name, cfg)
+    return dict(parsed.providers)
+
+
+def _check_secret_source(path: Path, name: str, cfg: ProviderConfig) -> None:
+    pairs: list[tuple[str, str]] = [("password_env", "password_file"),
+                                    ("api_key_env", "api_key_file")]
+    for env_field, file_field in pairs:
+        if getattr(cfg, env_field, None) and getattr(cfg, file_field, None):
+            raise ConfigError(
+                f"{path}: provider {name!r}: set only one of {env_field!r} and {file_field!r}"
+            )
+
+
+def read_secret(provider: str, env: str | None, file: Path | None) -> str | None:
+    """The secret named by an env var or a file; ``None`` when neither is configured.
+
+    A configured source that is empty or missing is a :class:`ConfigError` naming the
+    variable or file (never the value).
+    """
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError(
+                f"provider {provider!r}: environment variable {env} is not set or empty"
+            )
+        return value
+    if file:
+        try:
+            value = file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"provider {provider!r}: cannot read secret file {file}: {exc.strerror}"
+            ) from exc
+        if not value:
+            raise ConfigError(f"provider {provider!r}: secret file {file} is empty")
+        return value
+    return None

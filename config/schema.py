@@ -1,0 +1,181 @@
+"""What producers and workers agree on: Redis key names, recipient states, the campaign
+record and the batch payload. Both sides import this module and nothing else of each other's
+internals, so the wire format is defined in exactly one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "FINAL_STATES",
+    "QUEUE_PREFIX",
+    "CampaignSpec",
+    "Keys",
+    "Recipient",
+    "State",
+    "decode_batch",
+    "encode_batch",
+    "queue_name",
+]
+
+#: Celery queue of a provider is ``bulkmail.<provider>``.
+QUEUE_PREFIX = "bulkmail."
+
+
+def queue_name(provider: str) -> str:
+    """The Celery queue that carries the batches of ``provider``."""
+    return f"{QUEUE_PREFIX}{provider}"
+
+
+class State(enum.StrEnum):
+    """Where one recipient of a campaign stands. Stored in the ledger as one character."""
+
+    QUEUED = "q"
+    SENT = "s"
+    DEFERRED = "d"
+    FAILED = "f"
+    INVALID = "i"
+    SUPPRESSED = "x"
+    CANCELLED = "c"
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> State:
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            names = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown state {label!r}; expected one of {names}") from None
+
+
+#: States a recipient never leaves (``retry-failed`` and ``dlq requeue`` are explicit
+#: operator actions that move ``failed`` back to ``queued``; workers never do).
+FINAL_STATES = frozenset(
+    {State.SENT, State.FAILED, State.INVALID, State.SUPPRESSED, State.CANCELLED}
+)
+
+
+class Keys:
+    """Every Redis key bulkmail writes, built in one place.
+
+    ``prefix`` (default ``bulkmail``) lets several installations or test runs share one
+    Redis without seeing each other's data.
+    """
+
+    def __init__(self, prefix: str = "bulkmail") -> None:
+        self.prefix = prefix
+
+    # campaigns ---------------------------------------------------------------------
+    @property
+    def campaigns(self) -> str:
+        """Sorted set of campaign ids scored by creation time."""
+        return f"{self.prefix}:campaigns"
+
+    def campaign(self, cid: str) -> str:
+        """Hash: the campaign record (spec JSON, status, row counts)."""
+        return f"{self.prefix}:c:{cid}"
+
+    def counts(self, cid: str) -> str:
+        """Hash: state label -> number of recipients in it."""
+        return f"{self.prefix}:c:{cid}:counts"
+
+    def batch(self, cid: str, batch_no: int) -> str:
+        """String: the batch's recipients (see :func:`encode_batch`)."""
+        return f"{self.prefix}:c:{cid}:b:{batch_no}"
+
+    def states(self, cid: str, batch_no: int) -> str:
+        """Hash: index within the batch -> state character."""
+        return f"{self.prefix}:c:{cid}:s:{batch_no}"
+
+    def details(self, cid: str, batch_no: int) -> str:
+        """Hash: index within the batch -> JSON detail (reason, reply, attempts, ids)."""
+        return f"{self.prefix}:c:{cid}:d:{batch_no}"
+
+    def invalid(self, cid: str) -> str:
+        """Hash: row number -> JSON {email, reason} of rows rejected at enqueue."""
+        return f"{self.prefix}:c:{cid}:invalid"
+
+    def batch_lock(self, cid: str, batch_no: int) -> str:
+        """String with a TTL: held while one worker sends the batch."""
+        return f"{self.prefix}:c:{cid}:lock:{batch_no}"
+
+    def events(self, cid: str) -> str:
+        """Stream: notable campaign events (throttling, auth errors) for status/logs."""
+        return f"{self.prefix}:c:{cid}:events"
+
+    # providers ---------------------------------------------------------------------
+    def bucket(self, provider: str, domain: str = "") -> str:
+        """Hash: token bucket state of a provider (or of one recipient domain of it)."""
+        return f"{self.prefix}:rl:{provider}:{domain}" if domain else f"{self.prefix}:rl:{provider}"
+
+    def leases(self, provider: str) -> str:
+        """Sorted set: connection leases of a provider scored by expiry."""
+        return f"{self.prefix}:conn:{provider}"
+
+    def provider_state(self, provider: str) -> str:
+        """Hash: throttling / auth status of a provider shown by ``bulkmail status``."""
+        return f"{self.prefix}:p:{provider}"
+
+    def retry(self, provider: str) -> str:
+        """Sorted set: ``cid:batch`` members scored by the time they are due again."""
+        return f"{self.prefix}:retry:{provider}"
+
+    @property
+    def dead_letters(self) -> str:
+        """Hash: ``cid:seq`` -> JSON dead-letter record."""
+        return f"{self.prefix}:dlq"
+
+    @property
+    def suppressed(self) -> str:
+        """Hash: lower-cased address -> JSON {reason, at}."""
+        return f"{self.prefix}:suppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One valid row of a recipient list, numbered by its row in the source file."""
+
+    row: int
+    email: str
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_batch(recipients: list[Recipient]) -> bytes:
+    """Compact JSON: ``[[row, email, vars], ...]``."""
+    return json.dumps(
+        [[r.row, r.email, r.vars] for r in recipients], separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def decode_batch(data: bytes | str) -> list[Recipient]:
+    return [Recipient(row, email, vars_) for row, email, vars_ in json.loads(data)]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    """A validated campaign, as stored in Redis and compiled by every worker process."""
+
+    id: str
+    provider: str
+    sender: str
+    subject: str
+    text: str | None = None
+    html: str | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 500
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> CampaignSpec:
+        raw = json.loads(data)
+        return cls(**raw)

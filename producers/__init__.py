@@ -1,0 +1,1 @@
+"""How work gets in: campaign files, recipient readers and the enqueue path."""

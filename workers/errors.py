@@ -1,0 +1,122 @@
+"""The one error tree of bulkmail.
+
+Every failure that crosses a module boundary is one of these types. Providers translate
+their own low-level errors (aiosmtplib, httpx, provider JSON) into :class:`DeliveryError`
+subclasses at the boundary; retry logic reads only these types, never reply codes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousDeliveryError",
+    "BulkmailError",
+    "ConfigError",
+    "DeliveryError",
+    "InputError",
+    "PermanentDeliveryError",
+    "ProviderAuthError",
+    "RedisUnavailableError",
+    "TemplateError",
+    "ThrottledError",
+    "TransientDeliveryError",
+]
+
+
+class BulkmailError(Exception):
+    """Root of every error bulkmail raises on purpose."""
+
+
+class ConfigError(BulkmailError, ValueError):
+    """Settings or the providers file are wrong. The message names file, key and value."""
+
+
+class InputError(BulkmailError, ValueError):
+    """A campaign file or recipient file cannot be used at all (not a per-row problem)."""
+
+
+class TemplateError(InputError):
+    """A template does not compile, or renders to something that cannot be sent."""
+
+
+class RedisUnavailableError(BulkmailError, ConnectionError):
+    """Redis did not answer; the message names the URL (without its password)."""
+
+
+class DeliveryError(BulkmailError):
+    """One message (or a whole call) was not accepted by the provider.
+
+    ``code`` is the SMTP reply code or HTTP status (0 when there is none, e.g. a dropped
+    connection), ``enhanced`` the RFC 3463 status code when the reply had one, and
+    ``reply`` the provider's own text, kept for the ledger.
+    """
+
+    #: short machine-readable kind, stored in the ledger with the reply
+    kind = "error"
+
+    def __init__(self, reply: str, *, code: int = 0, enhanced: str = "") -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.code = code
+        self.enhanced = enhanced
+
+    def describe(self) -> str:
+        """``"550 5.1.1 user unknown"``-style text for the ledger and CLI."""
+        parts = [str(self.code) if self.code else "", self.enhanced, self.reply]
+        return " ".join(p for p in parts if p)
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying will not help (5xx, HTTP 4xx other than 429)."""
+
+    kind = "permanent"
+
+    def __init__(
+        self, reply: str, *, code: int = 0, enhanced: str = "", hard_bounce: bool = False
+    ) -> None:
+        super().__init__(reply, code=code, enhanced=enhanced)
+        #: the address itself is bad (5.1.x): it goes on the suppression list
+        self.hard_bounce = hard_bounce
+
+
+class TransientDeliveryError(DeliveryError):
+    """Try again later (4xx, 5xx HTTP, timeouts, dropped connections)."""
+
+    kind = "transient"
+
+    def __init__(
+        self,
+        reply: str,
+        *,
+        code: int = 0,
+        enhanced: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reply, code=code, enhanced=enhanced)
+        #: seconds the provider asked us to wait, when it said so
+        self.retry_after = retry_after
+
+
+class ThrottledError(TransientDeliveryError):
+    """The provider says we send too fast (421, 4.7.x rate texts, 454 Throttling, HTTP 429)."""
+
+    kind = "throttled"
+
+
+class AmbiguousDeliveryError(TransientDeliveryError):
+    """The connection was lost after the body was sent and before the reply came.
+
+    The message may or may not have been accepted; by default it is sent again
+    (at-least-once), or failed as ``unknown`` when the provider is set to at-most-once.
+    """
+
+    kind = "ambiguous"
+
+
+class ProviderAuthError(PermanentDeliveryError):
+    """The provider rejected our credentials (SMTP 535, HTTP 401/403).
+
+    This is about the provider, not the recipient: sending through it stops and the
+    batch is kept for later instead of failing every recipient one by one.
+    """
+
+    kind = "auth"

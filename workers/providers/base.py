@@ -1,0 +1,76 @@
+"""The Provider protocol: one async method that sends a batch and returns a result per
+message. SMTP and every HTTP API implement it; workers depend on nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from workers.errors import DeliveryError
+
+__all__ = ["OutgoingMessage", "Provider", "SendResult"]
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """One rendered message to one recipient.
+
+    ``row`` is the recipient's row number (our id of the recipient within the campaign),
+    ``message_id`` the stable RFC 5322 Message-ID (also our correlation id for provider
+    events). ``mime`` is the complete message (CRLF line ends), set when the provider
+    wants raw MIME (SMTP, SES raw); API providers read the rendered parts instead.
+    """
+
+    row: int
+    campaign_id: str
+    recipient: str
+    sender: str
+    subject: str
+    message_id: str
+    text: str | None = None
+    html: str | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    mime: bytes | None = None
+
+    @property
+    def correlation_id(self) -> str:
+        """``campaign:row``: carried in custom_args / metadata / a header by API providers."""
+        return f"{self.campaign_id}:{self.row}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome for one message: accepted (with the provider's id) or an error."""
+
+    row: int
+    provider_id: str | None = None
+    error: DeliveryError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A way out. Implementations must be safe to use from one event loop concurrently."""
+
+    name: str
+    #: when true the worker builds ``OutgoingMessage.mime`` before calling :meth:`send`
+    wants_mime: bool
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send ``messages``; return exactly one :class:`SendResult` per message.
+
+        Per-message failures are returned as data. Raise only for the provider as a
+        whole: :class:`~workers.errors.ProviderAuthError` (credentials rejected), or a
+        :class:`~workers.errors.TransientDeliveryError` when nothing could be tried.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close pooled connections / HTTP clients."""
+        ...

@@ -102,6 +102,10 @@ class Keys:
         """Hash: row number -> JSON {email, reason} of rows rejected at enqueue."""
         return f"{self.prefix}:c:{cid}:invalid"
 
+    def seen(self, cid: str) -> str:
+        """Hash: lower-cased address -> first row, used to find duplicates at enqueue."""
+        return f"{self.prefix}:c:{cid}:seen"
+
     def batch_lock(self, cid: str, batch_no: int) -> str:
         """String with a TTL: held while one worker sends the batch."""
         return f"{self.prefix}:c:{cid}:lock:{batch_no}"

@@ -75,7 +75,13 @@ class _Base(BaseModel):
     def _domains(cls, v: Any) -> Any:
         if not isinstance(v, dict):
             return v
-        return {str(k).lower(): parse_rate(r) if isinstance(r, str) else r for k, r in v.items()}
+        out: dict[str, Any] = {}
+        for domain, rate in v.items():
+            try:
+                out[str(domain).lower()] = parse_rate(rate) if isinstance(rate, str) else rate
+            except ValueError as exc:
+                raise ValueError(f"domain {domain!r}: {exc}") from None
+        return out
 
     @field_validator("max_wait", "max_age", "backoff_base", "backoff_max", "timeout",
                      mode="before")
@@ -195,7 +201,8 @@ def _describe(path: Path, exc: ValidationError) -> str:
         field = ".".join(loc) or "kind"
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{where}: field {field!r}: {err['msg']}{shown}")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: field {field!r}: {msg}{shown}")
     return "\n".join(lines)
 
 

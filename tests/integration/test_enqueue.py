@@ -1,0 +1,134 @@
+"""Enqueue against a real Redis: batches, dedupe, invalid rows, idempotency and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from config.schema import CampaignSpec, Keys, State, decode_batch, queue_name
+from config.settings import Settings
+from producers import enqueue as enqueue_mod
+from producers.enqueue import enqueue_campaign
+from workers.ledger import Ledger, Update
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(redis_url: str, key_prefix: str) -> Settings:
+    return Settings(redis_url=redis_url, key_prefix=key_prefix)
+
+
+@pytest.fixture
+def celery_app(settings: Settings) -> Celery:
+    return Celery("t", broker=settings.broker)
+
+
+def _spec(provider: str, cid: str = "c1", batch_size: int = 10) -> CampaignSpec:
+    return CampaignSpec(id=cid, provider=provider, sender="a@shop.test", subject="Hi {{ n }}",
+                        text="x", batch_size=batch_size)
+
+
+def _rows(tmp_path: Path, n: int, extra: str = "") -> Path:
+    p = tmp_path / "r.csv"
+    p.write_text("email,n\n" + "".join(f"u{i}@example.test,{i}\n" for i in range(n)) + extra)
+    return p
+
+
+def _queue_len(client: redis.Redis, provider: str) -> int:
+    return int(client.llen(queue_name(provider)))
+
+
+def test_batches_states_and_tasks(tmp_path: Path, settings: Settings, celery_app: Celery,
+                                  redis_client: redis.Redis, provider_name: str) -> None:
+    spec = _spec(provider_name)
+    rows = _rows(tmp_path, 95, extra="bad,1\nu3@example.test,2\n")
+    try:
+        res = enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        assert (res.created, res.rows, res.queued, res.invalid, res.batches) == (True, 97, 95, 2, 10)
+        ledger = Ledger(redis_client, settings.keys)
+        st = ledger.status("c1")
+        assert st is not None and st.total == 97 and st.enqueued and not st.done
+        assert st.counts["queued"] == 95 and st.counts["invalid"] == 2 and st.accounted == 97
+        assert [r.row for r in ledger.batch("c1", 9)] == list(range(91, 96))
+        assert _queue_len(redis_client, provider_name) == 10
+        msg = json.loads(redis_client.lindex(queue_name(provider_name), 0))
+        assert msg["headers"]["task"] == "bulkmail.send_batch"
+        assert "@" not in msg["headers"]["argsrepr"]  # Flower shows no addresses
+        invalid = {e.row: e.detail["reason"] for e in ledger.entries("c1", {State.INVALID})}
+        assert invalid == {96: invalid[96], 97: "duplicate of row 4"}
+        assert "bad address" in invalid[96]
+    finally:
+        redis_client.delete(queue_name(provider_name))
+
+
+def test_same_id_twice_enqueues_nothing(tmp_path: Path, settings: Settings,
+                                        celery_app: Celery, redis_client: redis.Redis,
+                                        provider_name: str) -> None:
+    spec = _spec(provider_name)
+    rows = _rows(tmp_path, 30)
+    try:
+        enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        again = enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        assert again.created is False and again.resumed is False
+        assert _queue_len(redis_client, provider_name) == 3
+        st = Ledger(redis_client, settings.keys).status("c1")
+        assert st is not None and st.counts["queued"] == 30
+    finally:
+        redis_client.delete(queue_name(provider_name))
+
+
+def test_resume_after_a_producer_crash(tmp_path: Path, settings: Settings, celery_app: Celery,
+                                       redis_client: redis.Redis, provider_name: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec(provider_name)
+    rows = _rows(tmp_path, 50)
+    monkeypatch.setattr(enqueue_mod, "CHUNK_ROWS", 20)
+    calls = {"n": 0}
+    real_flush = enqueue_mod._flush
+
+    def crashing_flush(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("producer killed")
+        real_flush(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(enqueue_mod, "_flush", crashing_flush)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        monkeypatch.setattr(enqueue_mod, "_flush", real_flush)
+        res = enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        assert res.resumed and res.rows == 50
+        st = Ledger(redis_client, settings.keys).status("c1")
+        assert st is not None and st.enqueued and st.counts["queued"] == 50
+        assert st.counts["invalid"] == 0  # no row of the first run counted as a duplicate
+        emails = [r.email for b in range(st.batches)
+                  for r in Ledger(redis_client, settings.keys).batch("c1", b)]
+        assert sorted(emails) == sorted(f"u{i}@example.test" for i in range(50))
+    finally:
+        redis_client.delete(queue_name(provider_name))
+
+
+def test_ledger_never_leaves_a_final_state(redis_client: redis.Redis, keys: Keys) -> None:
+    ledger = Ledger(redis_client, keys)
+    spec = _spec("p")
+    ledger.create_campaign(spec)
+    pipe = redis_client.pipeline()
+    from config.schema import Recipient
+
+    batch = [Recipient(i + 1, f"u{i}@example.test") for i in range(3)]
+    ledger.queue_writes(pipe, "c1", [(0, batch)], [], 3)
+    pipe.execute()
+    assert decode_batch(redis_client.get(keys.batch("c1", 0)))[2].email == "u2@example.test"
+    assert ledger.update("c1", 0, [Update(0, State.SENT), Update(1, State.DEFERRED)]) == 2
+    # a redelivered batch reporting again: sent stays sent, counters unchanged
+    assert ledger.update("c1", 0, [Update(0, State.FAILED), Update(1, State.SENT)]) == 1
+    st = ledger.status("c1")
+    assert st is not None
+    assert st.counts["sent"] == 2 and st.counts["failed"] == 0 and st.counts["queued"] == 1
+    assert st.accounted == 3

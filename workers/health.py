@@ -1,0 +1,51 @@
+"""``bulkmail providers check``: can we reach and log in to each provider?"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiosmtplib
+
+from config.providers import ProviderConfig, SmtpConfig, read_secret
+from workers.errors import BulkmailError
+
+__all__ = ["check_provider"]
+
+
+async def _check_smtp(name: str, cfg: SmtpConfig) -> str:
+    password = read_secret(name, cfg.password_env, cfg.password_file)
+    client = aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
+                             use_tls=cfg.tls == "implicit", start_tls=cfg.tls == "starttls",
+                             validate_certs=not cfg.tls_insecure,
+                             local_hostname=cfg.local_hostname)
+    started = time.perf_counter()
+    steps = []
+    await client.connect()
+    steps.append("connect+EHLO")
+    if cfg.tls == "starttls":
+        steps.append("STARTTLS")
+    elif cfg.tls == "implicit":
+        steps.append("TLS")
+    if cfg.username:
+        await client.login(cfg.username, password or "")
+        steps.append("AUTH")
+    await client.quit()
+    ms = (time.perf_counter() - started) * 1000
+    return f"{cfg.host}:{cfg.port} {' + '.join(steps)} ok in {ms:.0f} ms"
+
+
+def check_provider(name: str, cfg: ProviderConfig) -> tuple[bool, str]:
+    """``(ok, what happened)`` for one provider. Never raises for a provider problem."""
+    try:
+        if isinstance(cfg, SmtpConfig):
+            return True, asyncio.run(_check_smtp(name, cfg))
+        from workers.providers import create_provider
+
+        provider = create_provider(name, cfg)
+        check = getattr(provider, "check", None)
+        if check is None:
+            return True, "configured (key readable); no live check for this kind"
+        return True, str(asyncio.run(check()))
+    except (aiosmtplib.SMTPException, OSError, BulkmailError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"

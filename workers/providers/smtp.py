@@ -1,0 +1,260 @@
+"""SMTP relays over pooled, reused aiosmtplib sessions.
+
+A pool per provider per worker process: connections open lazily (TLS as configured, AUTH
+when a username is set), are recycled after ``max_messages_per_connection``, checked with
+NOOP after ``idle_check`` seconds idle, and replaced after a drop or a 421. aiosmtplib
+allows one transaction at a time per connection, so a batch goes out over ``pool_size``
+connections concurrently, one message each.
+
+The transaction is driven step by step (MAIL, RCPT, DATA) instead of through
+``sendmail`` so that a failure is known by stage: a RCPT reject fails that recipient
+alone, and a connection lost inside DATA is *ambiguous* (the body may have been taken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from email.utils import parseaddr
+from typing import Literal
+
+import aiosmtplib
+
+from config.providers import SmtpConfig, read_secret
+from workers.classify import classify_smtp
+from workers.errors import (
+    AmbiguousDeliveryError,
+    DeliveryError,
+    ProviderAuthError,
+    TransientDeliveryError,
+)
+from workers.providers.base import OutgoingMessage, SendResult
+
+__all__ = ["SmtpPool", "SmtpProvider", "create", "envelope_address"]
+
+Stage = Literal["connect", "helo", "auth", "mail", "rcpt", "data"]
+
+#: Called before a new connection opens, returns a release callback, or raises
+#: TransientDeliveryError when the cluster-wide connection cap is reached.
+ConnectGate = Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+def envelope_address(header_value: str) -> str:
+    """``"Shop <news@example.com>"`` -> ``"news@example.com"`` (the SMTP envelope)."""
+    return parseaddr(header_value)[1] or header_value
+
+
+class _Session:
+    """One pooled connection and its bookkeeping."""
+
+    __slots__ = ("client", "last_used", "release_gate", "sent")
+
+    def __init__(self, client: aiosmtplib.SMTP, release_gate: Callable[[], Awaitable[None]]
+                 ) -> None:
+        self.client = client
+        self.sent = 0
+        self.last_used = time.monotonic()
+        self.release_gate = release_gate
+
+
+async def _no_gate() -> Callable[[], Awaitable[None]]:
+    async def release() -> None:
+        return None
+    return release
+
+
+class SmtpPool:
+    """Up to ``pool_size`` live sessions to one relay, shared by the process's batches."""
+
+    def __init__(self, name: str, cfg: SmtpConfig, *, password: str | None,
+                 gate: ConnectGate | None = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self._password = password
+        self._gate = gate or _no_gate
+        self._idle: list[_Session] = []
+        self._slots = asyncio.Semaphore(cfg.pool_size)
+        self.opened = 0  # connections opened over the pool's life (for tests and stats)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.cfg.tls_insecure:
+            return None
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    async def _open(self) -> _Session:
+        release_gate = await self._gate()
+        cfg = self.cfg
+        client = aiosmtplib.SMTP(
+            hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
+            use_tls=cfg.tls == "implicit", start_tls=cfg.tls == "starttls",
+            validate_certs=not cfg.tls_insecure, tls_context=self._tls_context(),
+            local_hostname=cfg.local_hostname,
+        )
+        stage: Stage = "connect"
+        try:
+            await client.connect()
+            if cfg.username:
+                stage = "auth"
+                await client.login(cfg.username, self._password or "")
+        except BaseException as exc:
+            await release_gate()
+            with contextlib.suppress(Exception):
+                client.close()
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                raise classify_smtp(exc.code, exc.message, stage=stage) from exc
+            if isinstance(exc, aiosmtplib.SMTPException | OSError):
+                raise TransientDeliveryError(
+                    f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
+            raise
+        self.opened += 1
+        return _Session(client, release_gate)
+
+    async def _checked(self, session: _Session) -> bool:
+        """False when an idle session turned out dead (checked with NOOP)."""
+        if not session.client.is_connected:
+            return False
+        if time.monotonic() - session.last_used < self.cfg.idle_check:
+            return True
+        try:
+            await session.client.noop()
+        except (aiosmtplib.SMTPException, OSError):
+            return False
+        return True
+
+    async def acquire(self) -> _Session:
+        await self._slots.acquire()
+        try:
+            while self._idle:
+                session = self._idle.pop()
+                if await self._checked(session):
+                    return session
+                await self._discard(session)
+            return await self._open()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, session: _Session, *, reusable: bool) -> None:
+        try:
+            if reusable and session.sent < self.cfg.max_messages_per_connection:
+                session.last_used = time.monotonic()
+                self._idle.append(session)
+            else:
+                await self._discard(session, polite=reusable)
+        finally:
+            self._slots.release()
+
+    async def _discard(self, session: _Session, *, polite: bool = False) -> None:
+        try:
+            if polite and session.client.is_connected:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    await asyncio.wait_for(session.client.quit(), 2)
+            session.client.close()
+        finally:
+            await session.release_gate()
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._discard(self._idle.pop(), polite=True)
+
+
+class SmtpProvider:
+    """The :class:`~workers.providers.base.Provider` for ``kind = "smtp"``."""
+
+    wants_mime = True
+
+    def __init__(self, name: str, cfg: SmtpConfig, *, gate: ConnectGate | None = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        password = read_secret(name, cfg.password_env, cfg.password_file)
+        self.pool = SmtpPool(name, cfg, password=password, gate=gate)
+        #: messages handed to one send() call at a time by the worker
+        self.chunk_size = max(50, cfg.pool_size * 16)
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        results: list[SendResult] = []
+        todo = list(reversed(messages))
+        auth_error: list[ProviderAuthError] = []
+
+        async def lane() -> None:
+            while todo and not auth_error:
+                msg = todo.pop()
+                try:
+                    results.append(await self._send_one(msg))
+                except ProviderAuthError as exc:
+                    auth_error.append(exc)
+                    todo.append(msg)
+                except TransientDeliveryError as exc:  # could not even get a connection
+                    results.append(SendResult(msg.row, error=exc))
+
+        lanes = min(self.cfg.pool_size, len(messages))
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+        if auth_error:
+            raise auth_error[0]
+        return results
+
+    async def _send_one(self, msg: OutgoingMessage) -> SendResult:
+        assert msg.mime is not None, "SMTP needs the built MIME message"
+        session = await self.pool.acquire()
+        client = session.client
+        stage: Stage = "mail"
+        reusable = True
+        try:
+            await client.mail(envelope_address(msg.sender))
+            stage = "rcpt"
+            await client.rcpt(msg.recipient)
+            stage = "data"
+            response = await client.data(msg.mime)
+            session.sent += 1
+            return SendResult(msg.row, provider_id=_queue_id(response.message))
+        except aiosmtplib.SMTPResponseException as exc:
+            error = classify_smtp(exc.code, exc.message, stage=stage,
+                                  mailbox_full=self.cfg.mailbox_full)
+            if exc.code == 421 or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                reusable = False  # 421: the server is closing this channel
+            else:
+                reusable = await _reset(client)
+            if isinstance(error, ProviderAuthError):
+                raise error from exc
+            return SendResult(msg.row, error=error)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
+                OSError) as exc:
+            reusable = False
+            lost: DeliveryError
+            if stage == "data":
+                lost = AmbiguousDeliveryError(
+                    f"connection lost during DATA, before the reply: {exc}")
+            else:
+                lost = TransientDeliveryError(f"connection lost at {stage.upper()}: {exc}")
+            return SendResult(msg.row, error=lost)
+        finally:
+            await self.pool.release(session, reusable=reusable)
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+
+
+async def _reset(client: aiosmtplib.SMTP) -> bool:
+    """RSET after a refused step so the session can carry the next message."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        return False
+    return True
+
+
+def _queue_id(reply: str) -> str | None:
+    # "250 2.0.0 Ok: queued as 4F1A2B" -> "4F1A2B"; other servers say other things.
+    marker = "queued as "
+    pos = reply.find(marker)
+    return reply[pos + len(marker):].split()[0] if pos >= 0 else None
+
+
+def create(name: str, cfg: SmtpConfig) -> SmtpProvider:
+    return SmtpProvider(name, cfg)

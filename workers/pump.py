@@ -1,0 +1,69 @@
+"""The retry pump: moves batches whose retry time has come back onto their queue.
+
+Runs as a daemon thread in every worker's main process (not in the pool children). Any
+number of pumps may run across machines at once: the claim in ``RetryQueue.pump`` is
+atomic, so each due batch is published by exactly one of them, and a claim that is not
+acknowledged (the process died between claim and publish) returns to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from celery import Celery
+
+from config.schema import QUEUE_PREFIX
+from config.settings import Settings
+from workers.publish import publish_batches
+from workers.retry import RetryQueue
+
+__all__ = ["pump_once", "start_pump_thread"]
+
+log = logging.getLogger("bulkmail.pump")
+
+INTERVAL = 1.0
+LIMIT = 200
+
+
+def pump_once(app: Celery, client: redis.Redis[bytes], settings: Settings, provider: str,
+              *, now: float | None = None) -> int:
+    """Publish every due batch of ``provider`` (at most ``LIMIT``); returns how many."""
+    queue = RetryQueue(client, settings.keys, provider)
+    members = queue.pump(now=now, limit=LIMIT)
+    if not members:
+        return 0
+    stamp = int(time.time() * 1000)
+    tasks = []
+    for member in members:
+        cid, _, batch = member.rpartition(":")
+        tasks.append((cid, int(batch), f"{cid}:{batch}:r{stamp}"))
+    publish_batches(app, provider, tasks)
+    queue.ack(members)
+    return len(members)
+
+
+def start_pump_thread(app: Celery, queues: list[str]) -> threading.Thread | None:
+    providers = [q[len(QUEUE_PREFIX):] for q in queues if q.startswith(QUEUE_PREFIX)]
+    if not providers:
+        return None
+    settings = Settings()
+
+    def loop() -> None:
+        client = redis.Redis.from_url(settings.redis_url)
+        while True:
+            for provider in providers:
+                try:
+                    moved = pump_once(app, client, settings, provider)
+                    if moved:
+                        log.info("retry pump: %d batch(es) of %s back on the queue",
+                                 moved, provider)
+                except Exception:  # keep pumping through a Redis blip
+                    log.exception("retry pump for %s failed; trying again", provider)
+            time.sleep(INTERVAL)
+
+    thread = threading.Thread(target=loop, name="bulkmail-retry-pump", daemon=True)
+    thread.start()
+    return thread

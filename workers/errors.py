@@ -7,6 +7,8 @@ subclasses at the boundary; retry logic reads only these types, never reply code
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AmbiguousDeliveryError",
     "BulkmailError",
@@ -120,3 +122,9 @@ class ProviderAuthError(PermanentDeliveryError):
     """
 
     kind = "auth"
+
+    def __init__(self, reply: str, *, code: int = 0, enhanced: str = "") -> None:
+        super().__init__(reply, code=code, enhanced=enhanced)
+        #: results of the messages that were handled before the rejection (a key revoked
+        #: mid-batch): the worker records them so they are not sent again
+        self.results: list[Any] = []

@@ -61,12 +61,16 @@ class Provider(Protocol):
     name: str
     #: when true the worker builds ``OutgoingMessage.mime`` before calling :meth:`send`
     wants_mime: bool
+    #: how many messages the worker hands to one :meth:`send` call; results are written
+    #: to the ledger after each call, so this also bounds what a crash can duplicate
+    chunk_size: int
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``messages``; return exactly one :class:`SendResult` per message.
 
         Per-message failures are returned as data. Raise only for the provider as a
-        whole: :class:`~workers.errors.ProviderAuthError` (credentials rejected), or a
+        whole: :class:`~workers.errors.ProviderAuthError` (credentials rejected; put the
+        results of messages already accepted in its ``results``), or a
         :class:`~workers.errors.TransientDeliveryError` when nothing could be tried.
         """
         ...

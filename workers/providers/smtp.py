@@ -174,8 +174,9 @@ class SmtpProvider:
         self.cfg = cfg
         password = read_secret(name, cfg.password_env, cfg.password_file)
         self.pool = SmtpPool(name, cfg, password=password, gate=gate)
-        #: messages handed to one send() call at a time by the worker
-        self.chunk_size = max(50, cfg.pool_size * 16)
+        #: messages per send() call: results reach the ledger after each call, so this
+        #: bounds what a killed worker can send twice (see README, delivery guarantee)
+        self.chunk_size = max(32, cfg.pool_size * 8)
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         results: list[SendResult] = []
@@ -196,6 +197,7 @@ class SmtpProvider:
         lanes = min(self.cfg.pool_size, len(messages))
         await asyncio.gather(*(lane() for _ in range(lanes)))
         if auth_error:
+            auth_error[0].results = results
             raise auth_error[0]
         return results
 
@@ -216,8 +218,8 @@ class SmtpProvider:
         except aiosmtplib.SMTPResponseException as exc:
             error = classify_smtp(exc.code, exc.message, stage=stage,
                                   mailbox_full=self.cfg.mailbox_full)
-            if exc.code == 421 or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                reusable = False  # 421: the server is closing this channel
+            if exc.code == 421:
+                reusable = False  # the server is closing this channel
             else:
                 reusable = await _reset(client)
             if isinstance(error, ProviderAuthError):

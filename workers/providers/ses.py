@@ -1,0 +1,184 @@
+"""Amazon SES v2: ``POST /v2/email/outbound-emails`` (SendEmail), one call per message,
+``cfg.concurrency`` of them at a time, each signed with botocore's SigV4 signer.
+
+SendBulkEmail batches only stored templates, and our rendering stays ours, so each
+message goes as ``Content.Simple`` (subject, text and html as rendered, plus its headers
+in ``Simple.Headers``): ``wants_mime`` is false, the worker builds no MIME for SES.
+
+Correlation: the ``X-Bulkmail-Id`` header and an ``EmailTags`` entry ``bulkmail_id``
+(SES events carry both). Tag values allow only ``[A-Za-z0-9_-]``, so the tag holds the
+correlation id in unpadded URL-safe base64 (:func:`tag_value`). SES sets its own
+Message-ID, so ours is not sent; each answer's ``MessageId`` is the provider id.
+
+Credentials: ``cfg.access_key_id_env`` / ``cfg.secret_access_key_env`` name the
+variables, else the standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (and
+``AWS_SESSION_TOKEN`` when set) are used; the region is ``cfg.region``. Read once, at
+construction: a missing variable fails at start-up.
+
+Errors: SES names them in ``x-amzn-ErrorType`` (or ``__type``): throttling names
+(``TooManyRequestsException``, "Maximum sending rate exceeded") are throttled;
+``LimitExceededException`` too (a quota that refills: waiting helps, failing the rest of
+a campaign does not); signature and credential names stop the provider; the rest follow
+the HTTP status (``MessageRejected``, ``MailFromDomainNotVerified``, ``AccountSuspended``,
+``SendingPaused`` are 400s: permanent). Each call fails or succeeds alone, so one
+rejected message does not affect the others.
+
+Sandbox: SES has no switch (``cfg.sandbox`` is ignored); send to the mailbox simulator,
+``success@``, ``bounce@``, ``ooto@``, ``complaint@`` and ``suppressionlist@``
+``simulator.amazonses.com``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from email.utils import formataddr, parseaddr
+from typing import Any, Unpack
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from config.providers import SesConfig, read_secret
+from workers.errors import DeliveryError, ProviderAuthError, ThrottledError
+from workers.providers.base import OutgoingMessage
+from workers.providers.http_base import (
+    ApiCall,
+    HttpOptions,
+    HttpProvider,
+    Outcome,
+    Plan,
+    json_bytes,
+    message_headers,
+    read_json,
+    too_large,
+)
+
+__all__ = ["MAX_BYTES", "SesProvider", "create", "ses_address", "tag_value"]
+
+#: SES's message size limit
+MAX_BYTES = 40_000_000
+_PATH = "/v2/email/outbound-emails"
+
+_THROTTLED = frozenset({"TooManyRequestsException", "ThrottlingException", "Throttling",
+                        "LimitExceededException"})
+_AUTH = frozenset({"UnrecognizedClientException", "InvalidSignatureException",
+                   "SignatureDoesNotMatch", "IncompleteSignature", "InvalidClientTokenId",
+                   "MissingAuthenticationToken", "ExpiredTokenException", "ExpiredToken",
+                   "AccessDeniedException"})
+#: headers SigV4 signs and httpx must send exactly as signed
+_SIGNED = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
+
+
+def tag_value(correlation_id: str) -> str:
+    """``campaign:row`` in the alphabet SES allows for tag values (reversible)."""
+    return base64.urlsafe_b64encode(correlation_id.encode()).decode().rstrip("=")
+
+
+def ses_address(value: str) -> str:
+    """An address as SES takes it: a non-ASCII display name as an RFC 2047 encoded-word,
+    an internationalised domain in punycode (SES refuses both raw)."""
+    name, addr = parseaddr(value)
+    if not addr:
+        return value
+    local, at, domain = addr.rpartition("@")
+    if at and not domain.isascii():
+        addr = f"{local}@{domain.encode('idna').decode()}"
+    return formataddr((name, addr), charset="utf-8") if name else addr
+
+
+def _error_type(response: httpx.Response) -> str:
+    raw = response.headers.get("x-amzn-ErrorType", "")
+    if not raw:
+        body = read_json(response)
+        raw = str(body.get("__type", "")) if isinstance(body, dict) else ""
+    # "MessageRejected:http://internal.amazon.com/..." or "com.amazon...#MessageRejected"
+    return str(raw.split(":", 1)[0].rsplit("#", 1)[-1])
+
+
+class SesProvider(HttpProvider[SesConfig]):
+    """SES v2 SendEmail, one signed call per message; see the module docstring."""
+
+    max_per_call = 1
+
+    def default_url(self) -> str:
+        return f"https://email.{self.cfg.region}.amazonaws.com"
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        key_id = read_secret(self.name, cfg.access_key_id_env or "AWS_ACCESS_KEY_ID", None)
+        secret = read_secret(self.name, cfg.secret_access_key_env or "AWS_SECRET_ACCESS_KEY",
+                             None)
+        # A session token only goes with the standard variables it was issued with.
+        token = (os.environ.get("AWS_SESSION_TOKEN") or None
+                 if cfg.access_key_id_env is None else None)
+        self._signer = SigV4Auth(Credentials(key_id, secret, token), "ses", cfg.region)
+        # SES's own limit is modest next to the batch sizes of the other kinds; a chunk of
+        # a few calls per slot keeps ledger updates frequent.
+        self.chunk_size = max(50, 10 * cfg.concurrency)
+
+    def authorize(self, request: httpx.Request) -> None:
+        # Signed per request, when it is sent: X-Amz-Date must be fresh (a call may wait
+        # for a slot), and the body and URL must be exactly those that go out.
+        aws = AWSRequest(method=request.method, url=str(request.url), data=request.content,
+                         headers={"Content-Type": request.headers["Content-Type"]})
+        self._signer.add_auth(aws)
+        for name in _SIGNED:
+            if name in aws.headers:
+                request.headers[name] = aws.headers[name]
+
+    def _body(self, msg: OutgoingMessage) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if msg.text is not None:
+            body["Text"] = {"Data": msg.text, "Charset": "UTF-8"}
+        if msg.html is not None:
+            body["Html"] = {"Data": msg.html, "Charset": "UTF-8"}
+        request: dict[str, Any] = {
+            "FromEmailAddress": ses_address(msg.sender),
+            "Destination": {"ToAddresses": [ses_address(msg.recipient)]},
+            "Content": {"Simple": {
+                "Subject": {"Data": msg.subject, "Charset": "UTF-8"},
+                "Body": body,
+                "Headers": [{"Name": k, "Value": v}
+                            for k, v in message_headers(msg, message_id=False).items()],
+            }},
+            "EmailTags": [{"Name": "bulkmail_id", "Value": tag_value(msg.correlation_id)}],
+        }
+        if msg.reply_to:
+            request["ReplyToAddresses"] = [ses_address(msg.reply_to)]
+        if self.cfg.configuration_set:
+            request["ConfigurationSetName"] = self.cfg.configuration_set
+        return request
+
+    def plan(self, messages: Sequence[OutgoingMessage]) -> Plan:
+        plan = Plan()
+        for i, msg in enumerate(messages):
+            body = json_bytes(self._body(msg))
+            if len(body) > MAX_BYTES:
+                plan.refused[i] = too_large(len(body), MAX_BYTES, "SES")
+            else:
+                plan.calls.append(ApiCall([i], _PATH, body))
+        return plan
+
+    def accepted(self, call: ApiCall, response: httpx.Response) -> list[Outcome]:
+        body = read_json(response)
+        if not isinstance(body, dict) or not body.get("MessageId"):
+            return []
+        return [str(body["MessageId"])]
+
+    def classify(self, response: httpx.Response, message: str,
+                 retry_after: float | None) -> DeliveryError:
+        kind = _error_type(response)
+        reply = f"{kind}: {message}" if kind and kind not in message else message
+        if kind in _AUTH:
+            return ProviderAuthError(reply, code=response.status_code)
+        if kind in _THROTTLED or "sending rate exceeded" in message.lower():
+            return ThrottledError(reply, code=response.status_code, retry_after=retry_after)
+        return super().classify(response, reply, retry_after)
+
+
+def create(name: str, cfg: SesConfig, **options: Unpack[HttpOptions]) -> SesProvider:
+    """The provider registry's entry point."""
+    return SesProvider(name, cfg, **options)

@@ -42,8 +42,9 @@ class Settings(BaseSettings):
     #: seconds a batch may stay unacknowledged before Redis hands it to another worker;
     #: must exceed the longest batch (a batch that waits for rate limits parks instead)
     visibility_timeout: int = Field(default=3600, ge=60)
-    #: seconds a per-batch lock lives without renewal (a killed worker frees it by then)
-    batch_lock_ttl: int = Field(default=300, ge=10)
+    #: seconds a per-batch lock lives without renewal (the sender renews it every third
+    #: of that; a killed worker's batch is free again within this time)
+    batch_lock_ttl: int = Field(default=30, ge=3)
 
     @property
     def broker(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config.schema import State
+from producers.cli_failures import register as register_failure_commands
 from producers.progress import print_status
 from workers.errors import BulkmailError
 
@@ -23,6 +23,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="bulkmail: a horizontally scalable bulk-email sending queue.")
 providers_app = typer.Typer(no_args_is_help=True, help="Inspect configured providers.")
 app.add_typer(providers_app, name="providers")
+register_failure_commands(app)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -59,9 +60,9 @@ def send(
         from producers.connect import connect_redis
         from producers.enqueue import enqueue_campaign
         from producers.progress import wait_for_campaign
-        from workers.ledger import Ledger
         from workers.app import app as celery_app
         from workers.app import settings
+        from workers.ledger import Ledger
 
         providers = settings.load_providers()
         spec, _ = load_campaign(campaign, providers, default_batch_size=settings.batch_size,

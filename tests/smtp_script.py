@@ -62,7 +62,7 @@ class _Handler:
             self.o.rcpt_attempts[addr] += 1
             n = self.o.rcpt_attempts[addr]
         if kind == "bounce":
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if kind == "defer2" and n <= 2:
             return "450 4.2.1 The user you are trying to contact is receiving mail at a rate"
         if kind == "deferall":

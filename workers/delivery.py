@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,8 @@ __all__ = ["BatchReport", "deliver_batch", "retry_member"]
 
 log = logging.getLogger("bulkmail.delivery")
 
-#: how long to wait before looking again at a batch another worker holds
-LOCKED_RETRY = 15.0
+#: extra wait after another worker's batch lock expires before looking again
+LOCKED_SLACK = 1.0
 #: how long to park a batch whose provider rejected our credentials
 AUTH_RETRY = 60.0
 
@@ -81,16 +82,30 @@ async def deliver_batch(rt: Runtime, cid: str, batch_no: int) -> BatchReport:
     retry = AsyncRetryQueue(rt.redis, keys, provider_name)
 
     lock = keys.batch_lock(cid, batch_no)
-    if not await rt.redis.set(lock, rt.worker_id, nx=True, ex=rt.settings.batch_lock_ttl):
-        await retry.schedule(retry_member(cid, batch_no), time.time() + LOCKED_RETRY,
-                             only_if_earlier=True)
-        report.skipped = "another worker holds this batch; looked again later"
+    ttl = rt.settings.batch_lock_ttl
+    if not await rt.redis.set(lock, rt.worker_id, nx=True, ex=ttl):
+        # Another worker is sending this batch (or died doing so: its lock expires within
+        # the TTL because nobody renews it). Look again once the lock is due to lapse.
+        remaining = max(int(await rt.redis.pttl(lock)), 0) / 1000
+        await retry.schedule(retry_member(cid, batch_no),
+                             time.time() + remaining + LOCKED_SLACK, only_if_earlier=True)
+        report.skipped = f"another worker holds this batch; looking again in {remaining:.0f}s"
         return report
+    renewer = asyncio.ensure_future(_renew_lock(rt, lock, ttl))
     try:
         await _deliver_locked(rt, cid, batch_no, compiled, retry, report)
     finally:
+        renewer.cancel()
         await _release_lock(rt, lock)
     return report
+
+
+async def _renew_lock(rt: Runtime, key: str, ttl: int) -> None:
+    # Keep a short TTL (a killed worker frees the batch quickly) however long the batch
+    # runs: renew at a third of it while this coroutine's batch is alive.
+    while True:
+        await asyncio.sleep(ttl / 3)
+        await rt.redis.expire(key, ttl)
 
 
 async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: CompiledCampaign,
@@ -140,7 +155,7 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
         email_of[rec.row] = rec.email
     await ledger.update(cid, batch_no, updates)
 
-    chunk_size = int(getattr(provider, "chunk_size", 100))
+    chunk_size = provider.chunk_size
     chunks = [messages[i:i + chunk_size] for i in range(0, len(messages), chunk_size)]
     next_due: float | None = None
     for n, chunk in enumerate(chunks):
@@ -148,7 +163,14 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
             results = await provider.send(chunk)
         except ProviderAuthError as exc:
             await _provider_down(rt, spec.provider, exc)
-            rest = [m for c in chunks[n:] for m in c]
+            if exc.results:  # accepted before the rejection: record them, never resend
+                done = decide(exc.results, index_of=index_of, email_of=email_of,
+                              details=details, cfg=cfg, now=time.time(), campaign_id=cid,
+                              provider=spec.provider)
+                await _record(rt, cid, batch_no, ledger, suppression, done)
+                report.sent += done.sent
+            handled = {r.row for r in exc.results}
+            rest = [m for c in chunks[n:] for m in c if m.row not in handled]
             report.notes.append(f"provider {spec.provider!r} rejected our credentials: "
                                 f"{exc.describe()}; {len(rest)} recipients wait")
             next_due = _earliest(next_due, time.time() + AUTH_RETRY)
@@ -163,8 +185,6 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
         report.deferred += outcome.deferred
         if outcome.next_due is not None:
             next_due = _earliest(next_due, outcome.next_due)
-        if n + 1 < len(chunks):
-            await rt.redis.expire(keys.batch_lock(cid, batch_no), rt.settings.batch_lock_ttl)
     if next_due is not None:
         await retry.schedule(retry_member(cid, batch_no), next_due, only_if_earlier=True)
 

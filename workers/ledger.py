@@ -238,17 +238,21 @@ class Ledger:
                 raw_detail = details_raw.get(str(idx).encode())
                 yield LedgerEntry(r.row, r.email, st, json.loads(raw_detail) if raw_detail else {})
 
-    def requeue_failed(self, cid: str) -> list[int]:
-        """Move every ``failed`` recipient back to ``queued``; returns the affected batches.
+    def requeue_failed(self, cid: str, rows: Iterable[int] | None = None) -> list[int]:
+        """Move ``failed`` recipients (all, or those in ``rows``) back to ``queued``.
 
-        ``sent`` recipients are untouched, so sending the returned batches again cannot
-        reach anyone twice.
+        Returns the affected batch numbers. ``sent`` recipients are untouched, so sending
+        the returned batches again cannot reach anyone twice.
         """
+        only = set(rows) if rows is not None else None
         record = self.record(cid)
         touched: list[int] = []
         for batch_no in range(int(record.get("batches", 0))):
             states = self.r.hgetall(self.keys.states(cid, batch_no))
             failed = [int(k) for k, v in states.items() if v == State.FAILED.value.encode()]
+            if failed and only is not None:
+                payload = self.batch(cid, batch_no)
+                failed = [i for i in failed if payload[i].row in only]
             if failed:
                 self.update(cid, batch_no,
                             [Update(i, State.QUEUED, detail_json(requeued=time.time()))

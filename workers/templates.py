@@ -118,7 +118,13 @@ def _compile_field(label: str, source: str, *, html: bool = False, header: bool 
             if "\r" in data.data or "\n" in data.data or "\x00" in data.data:
                 raise TemplateError(f"header injection in {label}: template text has CR or LF")
     # from_string() accepts the parsed AST, so the source is not parsed twice.
-    return _Field(label, "", env.from_string(ast))
+    template = env.from_string(ast)
+    # Every render() copies the template's globals into a fresh context. They are a
+    # ChainMap over the environment's, which is slow to iterate: a plain dict of the same
+    # names halves the cost of rendering a small template. Nothing changes these
+    # module-private environments' globals later, so the copy cannot go stale.
+    template.globals = dict(template.globals)
+    return _Field(label, "", template)
 
 
 class CompiledCampaign:

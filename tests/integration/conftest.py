@@ -31,7 +31,8 @@ def provider_name() -> str:
 
 
 @pytest.fixture
-def bulkmail_env(tmp_path: Path, redis_url: str, key_prefix: str) -> Callable[[str], dict[str, str]]:
+def bulkmail_env(tmp_path: Path, redis_url: str, key_prefix: str
+                 ) -> Callable[[str], dict[str, str]]:
     """Environment for a bulkmail process, given the providers file text."""
 
     def make(providers_toml: str) -> dict[str, str]:

@@ -13,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
+from config.providers import ProviderConfig
 from config.schema import State
 from workers.deadletter import AsyncDeadLetters
 from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
 from workers.ledger import AsyncLedger, Update, detail_json
 from workers.outcomes import Outcomes, decide
-from workers.providers.base import OutgoingMessage, SendResult
+from workers.providers.base import OutgoingMessage, Provider, SendResult
+from workers.ratelimit import plan_rest
 from workers.retry import AsyncRetryQueue
 from workers.runtime import Runtime
 from workers.suppression import AsyncSuppressionList
 from workers.templates import CompiledCampaign
 
-__all__ = ["BatchReport", "deliver_batch", "retry_member"]
+__all__ = ["BatchReport", "deliver_batch", "domain_of", "retry_member"]
 
 log = logging.getLogger("bulkmail.delivery")
 
@@ -51,6 +55,7 @@ class BatchReport:
     failed: int = 0
     deferred: int = 0
     suppressed: int = 0
+    parked: int = 0
     skipped: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -58,7 +63,8 @@ class BatchReport:
         if self.skipped:
             return f"campaign={self.campaign} batch={self.batch} skipped: {self.skipped}"
         return (f"campaign={self.campaign} batch={self.batch} sent={self.sent} "
-                f"failed={self.failed} deferred={self.deferred} suppressed={self.suppressed}")
+                f"failed={self.failed} deferred={self.deferred} suppressed={self.suppressed} "
+                f"parked={self.parked}")
 
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
@@ -155,38 +161,107 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
         email_of[rec.row] = rec.email
     await ledger.update(cid, batch_no, updates)
 
-    chunk_size = provider.chunk_size
-    chunks = [messages[i:i + chunk_size] for i in range(0, len(messages), chunk_size)]
-    next_due: float | None = None
-    for n, chunk in enumerate(chunks):
+    run = _Run(rt, cid, batch_no, cfg, provider, ledger, suppression, index_of, email_of,
+               details, report)
+    await run.send_all(messages)
+    if run.next_due is not None:
+        await retry.schedule(retry_member(cid, batch_no), run.next_due, only_if_earlier=True)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class _Run:
+    """Sending one batch's rendered messages: admission, sending, recording."""
+
+    def __init__(self, rt: Runtime, cid: str, batch_no: int, cfg: ProviderConfig,
+                 provider: Provider, ledger: AsyncLedger, suppression: AsyncSuppressionList,
+                 index_of: dict[int, int], email_of: dict[int, str],
+                 details: dict[int, dict[str, Any]], report: BatchReport) -> None:
+        self.rt, self.cid, self.batch_no, self.cfg = rt, cid, batch_no, cfg
+        self.provider, self.ledger, self.suppression = provider, ledger, suppression
+        self.index_of, self.email_of, self.details = index_of, email_of, details
+        self.report = report
+        self.limiter = rt.limiter(provider.name)
+        self.next_due: float | None = None
+
+    def _due(self, when: float) -> None:
+        self.next_due = _earliest(self.next_due, when)
+
+    async def send_all(self, messages: list[OutgoingMessage]) -> None:
+        queue = deque(messages)
+        size = self.provider.chunk_size
+        while queue:
+            chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
+            admitted, waiting, sleep = await self._admit(chunk)
+            queue.extendleft(reversed(waiting))
+            if admitted:
+                if not await self._send(admitted):
+                    return  # the provider is down (credentials): the rest waits
+            elif sleep:
+                await asyncio.sleep(sleep)
+
+    async def _admit(self, chunk: list[OutgoingMessage]
+                     ) -> tuple[list[OutgoingMessage], list[OutgoingMessage], float]:
+        """Take tokens for ``chunk``: what may go now, what waits briefly, and for how
+        long. Domains whose wait is long are parked on the retry queue (their recipients
+        keep their state: parking spends no attempt)."""
+        by_domain: dict[str, list[OutgoingMessage]] = defaultdict(list)
+        for m in chunk:
+            by_domain[domain_of(m.recipient)].append(m)
+        grant = await self.limiter.acquire({d: len(v) for d, v in by_domain.items()})
+        admitted: list[OutgoingMessage] = []
+        for domain, n in grant.granted.items():
+            admitted += by_domain[domain][:n]
+            del by_domain[domain][:n]
+        if grant.complete:
+            return admitted, [], 0.0
+        plan = plan_rest(grant, self.cfg.max_wait)
+        if plan.park:
+            parked = sum(len(by_domain.pop(d)) for d in plan.park)
+            self._due(time.time() + plan.park_for)
+            self.report.parked += parked
+        waiting = [m for msgs in by_domain.values() for m in msgs]
+        return admitted, waiting, plan.sleep or 0.0
+
+    async def _send(self, chunk: list[OutgoingMessage]) -> bool:
         try:
-            results = await provider.send(chunk)
+            results = await self.provider.send(chunk)
         except ProviderAuthError as exc:
-            await _provider_down(rt, spec.provider, exc)
+            await _provider_down(self.rt, self.provider.name, exc)
             if exc.results:  # accepted before the rejection: record them, never resend
-                done = decide(exc.results, index_of=index_of, email_of=email_of,
-                              details=details, cfg=cfg, now=time.time(), campaign_id=cid,
-                              provider=spec.provider)
-                await _record(rt, cid, batch_no, ledger, suppression, done)
-                report.sent += done.sent
-            handled = {r.row for r in exc.results}
-            rest = [m for c in chunks[n:] for m in c if m.row not in handled]
-            report.notes.append(f"provider {spec.provider!r} rejected our credentials: "
-                                f"{exc.describe()}; {len(rest)} recipients wait")
-            next_due = _earliest(next_due, time.time() + AUTH_RETRY)
-            break
+                await self._record(exc.results)
+            self.report.notes.append(
+                f"provider {self.provider.name!r} rejected our credentials: "
+                f"{exc.describe()}; the batch waits {AUTH_RETRY:.0f}s")
+            self._due(time.time() + AUTH_RETRY)
+            return False
         except TransientDeliveryError as exc:
             results = [SendResult(m.row, error=exc) for m in chunk]
-        outcome = decide(results, index_of=index_of, email_of=email_of, details=details,
-                         cfg=cfg, now=time.time(), campaign_id=cid, provider=spec.provider)
-        await _record(rt, cid, batch_no, ledger, suppression, outcome)
-        report.sent += outcome.sent
-        report.failed += outcome.failed
-        report.deferred += outcome.deferred
+        await self._record(results)
+        return True
+
+    async def _record(self, results: list[SendResult]) -> None:
+        outcome = decide(results, index_of=self.index_of, email_of=self.email_of,
+                         details=self.details, cfg=self.cfg, now=time.time(),
+                         campaign_id=self.cid, provider=self.provider.name)
+        await _record(self.rt, self.cid, self.batch_no, self.ledger, self.suppression, outcome)
+        self.report.sent += outcome.sent
+        self.report.failed += outcome.failed
+        self.report.deferred += outcome.deferred
         if outcome.next_due is not None:
-            next_due = _earliest(next_due, outcome.next_due)
-    if next_due is not None:
-        await retry.schedule(retry_member(cid, batch_no), next_due, only_if_earlier=True)
+            self._due(outcome.next_due)
+        seen: set[str] = set()
+        for email, err in outcome.throttles:
+            domain = domain_of(email)
+            if domain in seen:
+                continue
+            seen.add(domain)
+            log.warning("%s throttled us (%s) on mail to %s; slowing down for all workers",
+                        self.provider.name, err.describe(), domain)
+            await self.limiter.throttled(domain=domain, retry_after=err.retry_after,
+                                         reason=err.describe())
 
 
 def _earliest(a: float | None, b: float) -> float:

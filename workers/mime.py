@@ -94,7 +94,7 @@ _NAME_ADDR = re.compile(r'((?:"(?:[^"\\]|\\.)*"|[^"<])*)<(.*)>', re.DOTALL)
 _QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _ATOM_PHRASE = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*")
-_BOUNDARY = re.compile(r"=_[0-9A-Za-z'()+_,\-./:=?]{1,68}")
+_BOUNDARY = re.compile(r"=_[0-9A-Za-z'()+_,\-./:=?]{1,64}")  # fits the folded line
 _HIGH_BYTES = bytes(range(128, 256))
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -332,14 +332,15 @@ class MimeSkeleton:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if boundary is None:
-            boundary = "=_bm_" + secrets.token_hex(16)
+            boundary = "=_bm_" + secrets.token_hex(12)
         elif not _BOUNDARY.fullmatch(boundary):
-            raise ValueError(f"boundary {boundary!r} must be '=_' and 1-68 boundary chars")
+            raise ValueError(f"boundary {boundary!r} must be '=_' and 1-64 boundary chars")
         self.boundary = boundary
         self._clock = clock
         self._date: tuple[int, bytes] = (-1, b"")
         b = boundary.encode("ascii")
-        self._head = b'Content-Type: multipart/alternative; boundary="' + b + b'"\r\n\r\n--' + b
+        # folded: with a long boundary the line would pass 78 characters
+        self._head = b'Content-Type: multipart/alternative;\r\n boundary="' + b + b'"\r\n\r\n--' + b
         self._next = b"\r\n--" + b + b"\r\n"
         self._close = b"\r\n--" + b + b"--\r\n"
         self._names_ok: set[str] = set()

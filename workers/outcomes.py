@@ -41,8 +41,8 @@ class Outcomes:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: earliest time a deferred recipient is due again (None when nothing deferred)
     next_due: float | None = None
-    #: the throttling replies seen (the rate limiter slows the provider down on them)
-    throttles: list[ThrottledError] = field(default_factory=list)
+    #: (recipient, reply) of throttling replies: the rate limiter slows down on them
+    throttles: list[tuple[str, ThrottledError]] = field(default_factory=list)
 
     def merge_due(self, due: float) -> None:
         self.next_due = due if self.next_due is None else min(self.next_due, due)
@@ -83,7 +83,7 @@ def decide(
             continue
         if isinstance(err, TransientDeliveryError):
             if isinstance(err, ThrottledError):
-                out.throttles.append(err)
+                out.throttles.append((email_of[res.row], err))
             if should_give_up(attempts, first, now, max_attempts=cfg.max_attempts,
                               max_age=cfg.max_age):
                 out.updates.append(Update(idx, State.FAILED, detail_json(

@@ -19,9 +19,12 @@ from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 
-from config.providers import ProviderConfig
+from config.providers import ProviderConfig, SmtpConfig
 from config.settings import Settings
 from workers.providers import Provider, create_provider
+from workers.providers.smtp import SmtpProvider
+from workers.ratelimit import ConnectionLeases, RateLimiter
+from workers.ratelimit.gate import LeaseGate
 from workers.templates import CompiledCampaign
 
 __all__ = ["Runtime"]
@@ -54,6 +57,7 @@ class Runtime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._provider_configs: dict[str, ProviderConfig] | None = None
         self._providers: dict[str, Provider] = {}
+        self._limiters: dict[str, RateLimiter] = {}
         self._campaigns: OrderedDict[str, CompiledCampaign] = OrderedDict()
         self._redis: aioredis.Redis[bytes] | None = None
 
@@ -106,9 +110,24 @@ class Runtime:
     def provider(self, name: str) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
-            provider = create_provider(name, self.provider_configs[name])
+            cfg = self.provider_configs[name]
+            if isinstance(cfg, SmtpConfig) and cfg.max_connections is not None:
+                leases = ConnectionLeases(self.redis, self.settings.keys, name, cfg)
+                gate = LeaseGate(leases, self.worker_id, wait=cfg.max_wait)
+                provider = SmtpProvider(name, cfg, gate=gate)
+            else:
+                provider = create_provider(name, cfg)
             self._providers[name] = provider
         return provider
+
+    def limiter(self, name: str) -> RateLimiter:
+        """The provider's cluster-wide rate limiter (free when no limit is configured)."""
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            limiter = RateLimiter(self.redis, self.settings.keys, name,
+                                  self.provider_configs[name])
+            self._limiters[name] = limiter
+        return limiter
 
     def campaign(self, cid: str, spec_json: str) -> CompiledCampaign:
         """Compiled once per process per campaign; a small LRU bounds memory."""

@@ -176,14 +176,14 @@ class CompiledCampaign:
             headers.append((name, _compile_field(f"headers.{name}", value, header=True)))
         self._headers = tuple(headers)
 
-        # Constants are checked (and pre-encoded by the skeleton) once, here.
+        # Constants are checked once, here: the skeleton encodes them (and so refuses a
+        # bad address or header value) and the sender's domain is needed for Message-IDs.
         self._domain: str | None = None
         if self._from.template is None:
             self._domain = _domain_of(spec.sender, "from")
         static_reply_to = None
         if self._reply_to is not None and self._reply_to.template is None:
             static_reply_to = self._reply_to.constant
-            ascii_address(parse_address(static_reply_to)[1], "reply_to")
         self._safe_id = _safe_campaign(spec.id)
         self.skeleton = MimeSkeleton(
             sender=None if self._from.template else self._from.constant,

@@ -379,7 +379,8 @@ def test_multipart_message_bytes() -> None:
         b"Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"
         b"Message-ID: <c1.7.abcdef012345@example.com>\r\n"
         b"MIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/alternative; boundary="=_test_boundary_0123456789"\r\n'
+        b"Content-Type: multipart/alternative;\r\n"
+        b' boundary="=_test_boundary_0123456789"\r\n'
         b"\r\n"
         b"--=_test_boundary_0123456789\r\n"
         b'Content-Type: text/plain; charset="utf-8"\r\n'
@@ -523,9 +524,18 @@ def test_line_ends_are_normalized_and_a_final_break_added() -> None:
 
 def test_random_boundaries_differ_and_are_validated() -> None:
     assert MimeSkeleton().boundary != MimeSkeleton().boundary
-    assert MimeSkeleton().boundary.startswith("=_")
-    with pytest.raises(ValueError, match="boundary"):
-        MimeSkeleton(boundary="plain")
+    skeleton = MimeSkeleton()
+    assert skeleton.boundary.startswith("=_")
+    raw = skeleton.build(make(text="x", html="y"))
+    check_lines(raw)
+    check_parts(parse(raw), "x", "y")
+    longest = "=_" + "b" * 64
+    raw = MimeSkeleton(boundary=longest).build(make(text="x", html="y"))
+    check_lines(raw)
+    check_parts(parse(raw), "x", "y")
+    for bad in ("plain", "=_", "=_bad space", longest + "b"):
+        with pytest.raises(ValueError, match="boundary"):
+            MimeSkeleton(boundary=bad)
 
 
 def test_date_is_cached_per_second() -> None:

@@ -61,7 +61,7 @@ def test_retry_after_is_honoured_and_throttles_reported() -> None:
     err = ThrottledError("slow down", code=429, retry_after=120)
     out = _decide([SendResult(1, error=err)], backoff_base=1, backoff_max=5)
     assert out.next_due is not None and out.next_due >= NOW + 120
-    assert out.throttles == [err]
+    assert out.throttles == [("u1@x.test", err)]
 
 
 def test_exhausted_attempts_fail_with_dead_letter() -> None:

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from email.utils import parseaddr
-from typing import Literal
+from typing import Literal, Protocol
 
 import aiosmtplib
 
@@ -33,13 +33,38 @@ from workers.errors import (
 )
 from workers.providers.base import OutgoingMessage, SendResult
 
-__all__ = ["SmtpPool", "SmtpProvider", "create", "envelope_address"]
+__all__ = ["ConnectionGate", "Lease", "SmtpPool", "SmtpProvider", "create", "envelope_address"]
 
 Stage = Literal["connect", "helo", "auth", "mail", "rcpt", "data"]
 
-#: Called before a new connection opens, returns a release callback, or raises
-#: TransientDeliveryError when the cluster-wide connection cap is reached.
-ConnectGate = Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
+
+class ConnectionGate(Protocol):
+    """Cluster-wide admission of new connections (see ``workers.ratelimit.leases``)."""
+
+    async def open(self) -> Lease:
+        """A lease for one more connection, or ``TransientDeliveryError`` at the cap."""
+        ...
+
+
+class Lease(Protocol):
+    async def renew(self) -> bool:
+        """Keep the place; False when it had expired (stop using the connection)."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+class _FreeLease:
+    async def renew(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+class _NoGate:
+    async def open(self) -> Lease:
+        return _FreeLease()
 
 
 def envelope_address(header_value: str) -> str:
@@ -50,31 +75,24 @@ def envelope_address(header_value: str) -> str:
 class _Session:
     """One pooled connection and its bookkeeping."""
 
-    __slots__ = ("client", "last_used", "release_gate", "sent")
+    __slots__ = ("client", "last_used", "lease", "sent")
 
-    def __init__(self, client: aiosmtplib.SMTP, release_gate: Callable[[], Awaitable[None]]
-                 ) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, lease: Lease) -> None:
         self.client = client
         self.sent = 0
         self.last_used = time.monotonic()
-        self.release_gate = release_gate
-
-
-async def _no_gate() -> Callable[[], Awaitable[None]]:
-    async def release() -> None:
-        return None
-    return release
+        self.lease = lease
 
 
 class SmtpPool:
     """Up to ``pool_size`` live sessions to one relay, shared by the process's batches."""
 
     def __init__(self, name: str, cfg: SmtpConfig, *, password: str | None,
-                 gate: ConnectGate | None = None) -> None:
+                 gate: ConnectionGate | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self._password = password
-        self._gate = gate or _no_gate
+        self._gate: ConnectionGate = gate or _NoGate()
         self._idle: list[_Session] = []
         self._slots = asyncio.Semaphore(cfg.pool_size)
         self.opened = 0  # connections opened over the pool's life (for tests and stats)
@@ -88,7 +106,7 @@ class SmtpPool:
         return ctx
 
     async def _open(self) -> _Session:
-        release_gate = await self._gate()
+        lease = await self._gate.open()
         cfg = self.cfg
         client = aiosmtplib.SMTP(
             hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
@@ -103,7 +121,7 @@ class SmtpPool:
                 stage = "auth"
                 await client.login(cfg.username, self._password or "")
         except BaseException as exc:
-            await release_gate()
+            await lease.release()
             with contextlib.suppress(Exception):
                 client.close()
             if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -113,11 +131,12 @@ class SmtpPool:
                     f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
             raise
         self.opened += 1
-        return _Session(client, release_gate)
+        return _Session(client, lease)
 
     async def _checked(self, session: _Session) -> bool:
-        """False when an idle session turned out dead (checked with NOOP)."""
-        if not session.client.is_connected:
+        """False when an idle session turned out dead (checked with NOOP) or lost its
+        cluster-wide lease."""
+        if not session.client.is_connected or not await session.lease.renew():
             return False
         if time.monotonic() - session.last_used < self.cfg.idle_check:
             return True
@@ -157,7 +176,7 @@ class SmtpPool:
                     await asyncio.wait_for(session.client.quit(), 2)
             session.client.close()
         finally:
-            await session.release_gate()
+            await session.lease.release()
 
     async def close(self) -> None:
         while self._idle:
@@ -169,7 +188,8 @@ class SmtpProvider:
 
     wants_mime = True
 
-    def __init__(self, name: str, cfg: SmtpConfig, *, gate: ConnectGate | None = None) -> None:
+    def __init__(self, name: str, cfg: SmtpConfig, *, gate: ConnectionGate | None = None
+                 ) -> None:
         self.name = name
         self.cfg = cfg
         password = read_secret(name, cfg.password_env, cfg.password_file)
@@ -182,19 +202,31 @@ class SmtpProvider:
         results: list[SendResult] = []
         todo = list(reversed(messages))
         auth_error: list[ProviderAuthError] = []
+        lanes = min(self.cfg.pool_size, len(messages))
+        running = [lanes]
 
         async def lane() -> None:
-            while todo and not auth_error:
-                msg = todo.pop()
-                try:
-                    results.append(await self._send_one(msg))
-                except ProviderAuthError as exc:
-                    auth_error.append(exc)
-                    todo.append(msg)
-                except TransientDeliveryError as exc:  # could not even get a connection
-                    results.append(SendResult(msg.row, error=exc))
+            try:
+                while todo and not auth_error:
+                    msg = todo.pop()
+                    try:
+                        results.append(await self._send_one(msg))
+                    except ProviderAuthError as exc:
+                        auth_error.append(exc)
+                        todo.append(msg)
+                    except TransientDeliveryError as exc:
+                        # No connection for this lane (relay down, or the cluster-wide
+                        # cap reached): leave the work to lanes that have one; the last
+                        # lane standing reports the rest as transient.
+                        if running[0] > 1:
+                            todo.append(msg)
+                            return
+                        results.append(SendResult(msg.row, error=exc))
+                        results.extend(SendResult(m.row, error=exc) for m in reversed(todo))
+                        todo.clear()
+            finally:
+                running[0] -= 1
 
-        lanes = min(self.cfg.pool_size, len(messages))
         await asyncio.gather(*(lane() for _ in range(lanes)))
         if auth_error:
             auth_error[0].results = results

@@ -157,6 +157,26 @@ def _provider_states(client: Any, settings: Any, provider: str) -> dict[str, str
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+@app.command()
+def cancel(campaign_id: Annotated[str, typer.Argument(help="campaign id")]) -> None:
+    """Stop a campaign: every recipient not yet sent ends ``cancelled``."""
+
+    def go() -> None:
+        from producers.connect import connect_redis
+        from workers.app import settings
+        from workers.ledger import Ledger
+
+        client = connect_redis(settings)
+        ledger = Ledger(client, settings.keys)
+        if ledger.status(campaign_id) is None:
+            raise _fail(f"no campaign {campaign_id!r}")
+        n = ledger.cancel(campaign_id)
+        console.print(f"{campaign_id}: {n} recipients cancelled (sent ones stay sent; a batch "
+                      "being sent stops at its next chunk)")
+
+    _run(go)
+
+
 # -- worker ----------------------------------------------------------------------------
 @app.command()
 def worker(

@@ -192,7 +192,12 @@ class _Run:
     async def send_all(self, messages: list[OutgoingMessage]) -> None:
         queue = deque(messages)
         size = self.provider.chunk_size
+        campaign_key = self.rt.settings.keys.campaign(self.cid)
         while queue:
+            if await self.rt.redis.hexists(campaign_key, "cancelled"):
+                self.report.notes.append("campaign cancelled: the rest of the batch stays "
+                                         "cancelled")
+                return
             chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
             admitted, waiting, sleep = await self._admit(chunk)
             queue.extendleft(reversed(waiting))

@@ -261,6 +261,25 @@ class Ledger:
         return touched
 
 
+    def cancel(self, cid: str) -> int:
+        """Move every ``queued`` or ``deferred`` recipient to ``cancelled``.
+
+        Workers skip final states, so batches already on a queue send nothing more;
+        a batch in the middle of sending stops at its next chunk. Returns how many.
+        """
+        self.r.hset(self.keys.campaign(cid), "cancelled", time.time())
+        record = self.record(cid)
+        pending = {State.QUEUED.value.encode(), State.DEFERRED.value.encode()}
+        cancelled = 0
+        for batch_no in range(int(record.get("batches", 0))):
+            states = self.r.hgetall(self.keys.states(cid, batch_no))
+            todo = [int(k) for k, v in states.items() if v in pending]
+            cancelled += self.update(cid, batch_no, [
+                Update(i, State.CANCELLED, detail_json(r="cancelled by operator"))
+                for i in todo])
+        return cancelled
+
+
 class AsyncLedger:
     """The worker's view: read a batch and its states, write outcomes. One round trip each."""
 

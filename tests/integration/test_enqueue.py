@@ -133,3 +133,21 @@ def test_ledger_never_leaves_a_final_state(redis_client: redis.Redis, keys: Keys
     assert st is not None
     assert st.counts["sent"] == 2 and st.counts["failed"] == 0 and st.counts["queued"] == 1
     assert st.accounted == 3
+
+
+def test_cancel_stops_pending_and_sent_wins_over_cancelled(
+        tmp_path: Path, settings: Settings, celery_app: Celery, redis_client: redis.Redis,
+        provider_name: str) -> None:
+    spec = _spec(provider_name)
+    try:
+        enqueue_campaign(settings, celery_app, redis_client, spec, _rows(tmp_path, 25))
+        ledger = Ledger(redis_client, settings.keys)
+        ledger.update("c1", 0, [Update(0, State.SENT), Update(1, State.DEFERRED)])
+        assert ledger.cancel("c1") == 24
+        # a message that was on the wire when the operator cancelled: it was delivered
+        assert ledger.update("c1", 0, [Update(2, State.SENT), Update(3, State.FAILED)]) == 1
+        st = ledger.status("c1")
+        assert st is not None and st.done
+        assert (st.counts["sent"], st.counts["cancelled"], st.accounted) == (2, 23, 25)
+    finally:
+        redis_client.delete(queue_name(provider_name))

@@ -7,6 +7,8 @@
 --
 -- A recipient already in a final state stays there unless ARGV[1] == "1": that is what
 -- makes a redelivered or concurrently retried batch unable to re-count (or re-send) it.
+-- One exception: cancelled -> sent, because a message already on the wire when the
+-- operator cancelled was delivered, and the ledger must say what really happened.
 -- Returns the number of recipients whose state changed.
 local labels = {q='queued', s='sent', d='deferred', f='failed', i='invalid',
                 x='suppressed', c='cancelled'}
@@ -16,7 +18,7 @@ local changed = 0
 for i = 2, #ARGV, 3 do
   local idx, new, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = redis.call('HGET', KEYS[1], idx)
-  if old and (force or not final[old]) then
+  if old and (force or not final[old] or (old == 'c' and new == 's')) then
     if old ~= new then
       redis.call('HSET', KEYS[1], idx, new)
       redis.call('HINCRBY', KEYS[3], labels[old], -1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -131,11 +132,16 @@ def status(
                                                        for s in list_state.split(",")}
             for e in ledger.entries(campaign_id, wanted):
                 if as_json:
-                    print(json.dumps({"row": e.row, "email": e.email, "state": e.state.label,
-                                      **e.detail}, ensure_ascii=False))
+                    print(json.dumps(e.as_dict(), ensure_ascii=False))
                 else:
                     reason = e.detail.get("r") or e.detail.get("reason") or ""
-                    print(f"{e.row}\t{e.email}\t{e.state.label}\t{reason}")
+                    extra = ""
+                    if "a" in e.detail:
+                        extra += f"\tattempts={e.detail['a']}"
+                    if e.state == State.DEFERRED and "n" in e.detail:
+                        when = time.strftime("%H:%M:%S", time.localtime(float(e.detail["n"])))
+                        extra += f"\tnext={when}"
+                    print(f"{e.row}\t{e.email}\t{e.state.label}\t{reason}{extra}")
             return
         d = st.as_dict()
         d["providers"] = _provider_states(client, settings, st.provider)

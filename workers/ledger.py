@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 import redis.asyncio as aioredis
@@ -102,6 +102,19 @@ class LedgerEntry:
     email: str
     state: State
     detail: dict[str, Any]
+
+    #: compact detail keys (kept short: there is one per recipient in Redis) -> names
+    NAMES: ClassVar[dict[str, str]] = {
+        "r": "reason", "k": "kind", "a": "attempts", "f": "first_attempt_at",
+        "n": "next_attempt_at", "id": "provider_id"}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Readable form for ``bulkmail status --list --json``."""
+        out: dict[str, Any] = {"row": self.row, "email": self.email, "state": self.state.label}
+        for key, value in self.detail.items():
+            if key != "email":
+                out[self.NAMES.get(key, key)] = value
+        return out
 
 
 def _status_from(cid: str, record: Mapping[bytes, bytes], counts: Mapping[bytes, bytes]

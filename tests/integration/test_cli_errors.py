@@ -78,3 +78,28 @@ def test_unreachable_redis_names_the_url(tmp_path: Path,
     assert out.returncode == 2
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in out.stderr
     assert "s3cret" not in out.stderr
+
+
+def test_providers_check_reports_each_provider(
+        tmp_path: Path, bulkmail_env: Callable[[str], dict[str, str]]) -> None:
+    from producers.capture import CaptureServer
+
+    with CaptureServer() as smtp:
+        env = bulkmail_env(
+            f'[providers.up]\nkind = "smtp"\nhost = "127.0.0.1"\nport = {smtp.port}\n'
+            'tls = "none"\n'
+            '[providers.down]\nkind = "smtp"\nhost = "127.0.0.1"\nport = 1\ntls = "none"\n'
+            "timeout = 2\n")
+        out = run_cli(["providers", "check"], env)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("ok") and "up (smtp)" in line and "EHLO" in line
+               for line in lines)
+    assert any(line.startswith("FAIL") and "down (smtp)" in line for line in lines)
+
+
+def test_worker_for_unknown_provider_refuses_to_start(
+        bulkmail_env: Callable[[str], dict[str, str]]) -> None:
+    out = run_cli(["worker", "--provider", "nope"], bulkmail_env(PROVIDERS))
+    assert out.returncode == 2
+    assert "unknown provider(s) nope" in out.stderr and "configured: relay" in out.stderr

@@ -295,10 +295,28 @@ def _encode_body(body: str, boundary: str | None) -> tuple[str, bytes]:
     if high * 6 <= len(data):
         # b2a_qp keeps CRLF (the data has one: a non-empty body ends with a line break),
         # soft-breaks at 76 and escapes '=', trailing blanks, NUL and a lone '.'.
-        return "quoted-printable", binascii.b2a_qp(data, quotetabs=False, istext=True)
+        qp = binascii.b2a_qp(data, quotetabs=False, istext=True)
+        if b" \r\n" in data or b"\t\r\n" in data:
+            qp = _qp_fix_trailing_blanks(qp)
+        return "quoted-printable", qp
     encoded = binascii.b2a_base64(data, newline=False)
     lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
     return "base64", b"\r\n".join(lines) + b"\r\n"
+
+
+def _qp_fix_trailing_blanks(qp: bytes) -> bytes:
+    """Re-fold the lines b2a_qp made 77 characters long.
+
+    CPython's b2a_qp counts a blank before a line break as one character and only then
+    escapes it to ``=20``/``=09``, so such a line can end up 77 characters long
+    (RFC 2045 allows 76). Moving the escape to a line of its own after a soft break
+    fixes it; the escape is exactly the last three characters.
+    """
+    lines = qp.split(b"\r\n")
+    for i, line in enumerate(lines):
+        if len(line) > 76:
+            lines[i] = line[:-3] + b"=\r\n" + line[-3:]
+    return b"\r\n".join(lines)
 
 
 _CTE_HEADER = {"7bit": _CTE_7BIT, "quoted-printable": _CTE_QP, "base64": _CTE_B64}
@@ -347,17 +365,22 @@ class MimeSkeleton:
         #: field label -> (value, its encoded header bytes)
         self._static: dict[str, tuple[str, bytes]] = {}
         if sender is not None:
-            self._static["from"] = (sender, _address_line("From: ", sender, "from"))
+            self._add_static("from", "From: ", sender, _address_line)
         if reply_to is not None:
-            line = _address_line("Reply-To: ", reply_to, "reply_to")
-            self._static["reply_to"] = (reply_to, line)
+            self._add_static("reply_to", "Reply-To: ", reply_to, _address_line)
         if subject is not None:
-            line = _unstructured_line("Subject: ", subject, "subject")
-            self._static["subject"] = (subject, line)
+            self._add_static("subject", "Subject: ", subject, _unstructured_line)
         for name, value in (headers or {}).items():
             self._check_name(name)
-            field = f"headers.{name}"
-            self._static[field] = (value, _unstructured_line(f"{name}: ", value, field))
+            self._add_static(f"headers.{name}", f"{name}: ", value, _unstructured_line)
+
+    def _add_static(
+        self, field: str, prefix: str, value: str, encode: Callable[[str, str, str], bytes]
+    ) -> None:
+        try:
+            self._static[field] = (value, encode(prefix, value, field))
+        except UnicodeEncodeError as exc:
+            raise TemplateError(f"{field}: not valid Unicode: {exc.reason}") from exc
 
     def _check_name(self, name: str) -> None:
         if name not in self._names_ok:
@@ -389,7 +412,9 @@ class MimeSkeleton:
         if text is None and html is None:
             raise TemplateError(f"message {msg.message_id!r} has no body: set text or html")
         mid = msg.message_id
-        if not (mid.isascii() and mid.isprintable() and " " not in mid and mid[:1] == "<"):
+        if not (mid.isascii() and mid.isprintable() and " " not in mid) or not (
+            mid[:1] == "<" and mid[-1:] == ">"
+        ):
             raise TemplateError(f"invalid Message-ID {mid!r}")
         try:
             out = [

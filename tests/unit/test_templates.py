@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import escape
 
 from config.schema import CampaignSpec, Recipient
 from workers.errors import TemplateError
@@ -185,6 +186,16 @@ def test_missing_variable(changes: dict[str, Any], expected: str) -> None:
     assert str(info.value) == expected
 
 
+def test_jinja_globals_and_filters_work_and_vars_win_over_globals() -> None:
+    compiled = compile_(
+        subject="{% for i in range(3) %}{{ i }}{% endfor %} {{ name | upper }}",
+        text="{% set n = namespace(x=1) %}{{ n.x }} {{ dict }}\n",
+    )
+    msg = compiled.render(Recipient(1, "a@example.com", {"name": "ann", "dict": "mine"}))
+    assert msg.subject == "012 ANN"
+    assert msg.text == "1 mine\n"
+
+
 def test_defined_test_does_not_need_the_variable() -> None:
     compiled = compile_(subject="Hi{% if first_name is defined %} {{ first_name }}{% endif %}")
     assert compiled.render(BOB).subject == "Hi"
@@ -338,3 +349,29 @@ def test_build_mime_of_a_changed_message_encodes_the_change() -> None:
     msg.subject, msg.headers = "Changed", {"X-A": "two"}
     raw = compiled.build_mime(msg)
     assert b"Subject: Changed\r\n" in raw and b"X-A: two\r\n" in raw
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(st.characters(codec="utf-8"), max_size=40))
+def test_any_variable_value_is_sent_exactly_or_refused(value: str) -> None:
+    compiled = compile_(
+        subject="Hi {{ v }}", headers={"X-V": "{{ v }}"}, text="{{ v }}", html="<i>{{ v }}</i>"
+    )
+    rec = Recipient(1, "a@example.com", {"v": value})
+    if "\r" in value or "\n" in value or "\x00" in value:
+        with pytest.raises(TemplateError, match=r"^header injection in subject"):
+            compiled.render(rec)
+        return
+    parsed = BytesParser(policy=email.policy.default).parsebytes(
+        compiled.build_mime(compiled.render(rec))
+    )
+    assert isinstance(parsed, EmailMessage)
+    assert list(parsed.keys()) == [
+        "From", "To", "Subject", "Date", "Message-ID", "X-V", "MIME-Version", "Content-Type"
+    ]  # fmt: skip
+    assert str(parsed["Subject"]) == f"Hi {value}"
+    assert str(parsed["X-V"]) == value
+    text, html = parsed.iter_parts()
+    assert isinstance(text, EmailMessage) and isinstance(html, EmailMessage)
+    assert text.get_content().replace("\r\n", "\n") == (value + "\n" if value else "")
+    assert html.get_content().replace("\r\n", "\n") == f"<i>{escape(value)}</i>\n"

@@ -13,7 +13,18 @@ The local part of a recipient chooses what happens to it::
     anything else accepted
 
 It counts attempts and accepted messages per recipient, connections opened and the peak
-number of concurrent connections.
+number of concurrent connections, and records when each message was accepted.
+
+Options for the rate-limit tests (all off by default):
+
+    data_delay=S       every DATA reply (accepted mail) waits S seconds: keeps
+                       connections busy, as a slow relay does
+    storm_seconds=S    a "421 storm": from the first RCPT on, every RCPT is answered
+                       421 4.7.0 and the connection closed, for S seconds; then mail is
+                       accepted again (``storm(S)`` starts one at any time)
+
+Times are ``time.time()`` (CLOCK_REALTIME): the clock Redis ``TIME`` reads on the same
+host, so they compare with the limiter's bucket times.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -61,6 +73,10 @@ class _Handler:
         with self.o.lock:
             self.o.rcpt_attempts[addr] += 1
             n = self.o.rcpt_attempts[addr]
+            storming = self.o._storming()
+        if storming:
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            return "421 4.7.0 Too many messages, rate limited, closing connection"
         if kind == "bounce":
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if kind == "defer2" and n <= 2:
@@ -86,16 +102,18 @@ class _Handler:
             return "554 5.7.1 Message rejected by policy"
         if local.startswith("drop1-") and n == 1:
             with self.o.lock:
-                self.o.accepted[addr] += 1  # the body arrived: a real server may deliver it
+                self.o._accept(addr)  # the body arrived: a real server may deliver it
             server.transport.close()
             return "250 never seen by the client"
         if local.startswith("slow1-") and n == 1:
             with self.o.lock:
-                self.o.accepted[addr] += 1
+                self.o._accept(addr)
             await asyncio.sleep(self.o.slow_seconds)
             return "250 too late"
+        if self.o.data_delay > 0:
+            await asyncio.sleep(self.o.data_delay)
         with self.o.lock:
-            self.o.accepted[addr] += 1
+            self.o._accept(addr)
             self.o.messages.append(envelope.original_content or b"")
         return "250 2.0.0 Ok: queued"
 
@@ -103,11 +121,20 @@ class _Handler:
 class ScriptedSMTP:
     """``with ScriptedSMTP() as srv: srv.port``; see the module docstring for the script."""
 
-    def __init__(self, *, slow_seconds: float = 3.0, keep_messages: bool = False) -> None:
+    def __init__(self, *, slow_seconds: float = 3.0, keep_messages: bool = False,
+                 data_delay: float = 0.0, storm_seconds: float = 0.0) -> None:
         self.lock = threading.Lock()
         self.rcpt_attempts: Counter[str] = Counter()
         self.data_attempts: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
+        #: (time.time(), recipient) of every accepted message, in order of acceptance
+        self.accepted_at: list[tuple[float, str]] = []
+        self.data_delay = data_delay
+        #: storm: length, start and end (None until it starts), and 421s answered in it
+        self.storm_seconds = storm_seconds
+        self.storm_started: float | None = None
+        self.storm_until: float | None = None
+        self.storm_replies = 0
         self.messages: list[bytes] = []
         self.keep_messages = keep_messages
         self.slow_seconds = slow_seconds
@@ -118,6 +145,27 @@ class ScriptedSMTP:
         handler = _Handler(self)
         self._controller = Controller(handler, hostname="127.0.0.1", port=self.port)
         self._controller.factory = lambda: _CountingSMTP(self, handler)  # type: ignore[method-assign]
+
+    def storm(self, seconds: float) -> None:
+        """Answer 421 4.7.0 to every RCPT (closing the connection) for ``seconds``."""
+        with self.lock:
+            self.storm_started = time.time()
+            self.storm_until = self.storm_started + seconds
+
+    def _storming(self) -> bool:
+        # called with the lock held, on every RCPT
+        now = time.time()
+        if self.storm_until is None and self.storm_seconds > 0:
+            self.storm_started, self.storm_until = now, now + self.storm_seconds
+        if self.storm_until is not None and now < self.storm_until:
+            self.storm_replies += 1
+            return True
+        return False
+
+    def _accept(self, addr: str) -> None:
+        # called with the lock held
+        self.accepted[addr] += 1
+        self.accepted_at.append((time.time(), addr))
 
     def _opened(self) -> None:
         with self.lock:

@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "PermanentDeliveryError",
     "ProviderAuthError",
+    "ProviderBusyError",
     "RedisUnavailableError",
     "TemplateError",
     "ThrottledError",
@@ -102,6 +103,15 @@ class ThrottledError(TransientDeliveryError):
     """The provider says we send too fast (421, 4.7.x rate texts, 454 Throttling, HTTP 429)."""
 
     kind = "throttled"
+
+
+class ProviderBusyError(TransientDeliveryError):
+    """Nothing was tried: no capacity right now (the cluster-wide connection cap).
+
+    Not the recipient's fault, so the message is parked without spending an attempt.
+    """
+
+    kind = "busy"
 
 
 class AmbiguousDeliveryError(TransientDeliveryError):

@@ -19,6 +19,7 @@ from workers.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
     PermanentDeliveryError,
+    ProviderBusyError,
     ThrottledError,
     TransientDeliveryError,
 )
@@ -36,6 +37,8 @@ class Outcomes:
     sent: int = 0
     failed: int = 0
     deferred: int = 0
+    #: not tried for lack of capacity: state unchanged, no attempt spent
+    parked: int = 0
     #: addresses to add to the suppression list (hard bounces), with the reply
     suppress: list[tuple[str, str]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -73,6 +76,10 @@ def decide(
             out.sent += 1
             continue
         err: DeliveryError = res.error
+        if isinstance(err, ProviderBusyError):
+            out.merge_due(round(now + (err.retry_after or cfg.max_wait), 3))
+            out.parked += 1
+            continue
         prior = details.get(idx, {})
         attempts = int(prior.get("a", 0)) + 1
         first = float(prior.get("f", now))

@@ -261,3 +261,19 @@ def test_plan_rest_parks_only_the_slow_domain() -> None:
 def test_step_need_is_finite_for_tiny_rates() -> None:
     assert step_need(10, 1 / 3600, 1.0, 1, 0.1) == 1
     assert math.isfinite(time_to(BucketState(tokens=0.0, ts=0.0), 1 / 3600, REC, 1, 0.0))
+
+
+def test_a_long_drain_of_a_slow_domain_is_parked_not_slept_through() -> None:
+    # 200 messages left for a 5/s domain would hold the process 40 s in short sleeps
+    grant = Grant(granted={"slow.test": 5, "fast.test": 0},
+                  wanted={"slow.test": 205, "fast.test": 10},
+                  waits={"slow.test": 0.2, "fast.test": 0.05}, wait=0.2)
+    plan = plan_rest(grant, max_wait=5.0, rates={"slow.test": 5.0})
+    assert plan.park == {"slow.test": 200}
+    assert plan.retry == {"fast.test": 10} and plan.sleep == 0.05
+    # the same grant without rates keeps sleeping in the batch
+    assert plan_rest(grant, max_wait=5.0).park == {}
+    # a short drain (10 messages at 5/s = 2 s) is still slept through
+    small = Grant(granted={"slow.test": 0}, wanted={"slow.test": 10},
+                  waits={"slow.test": 0.2}, wait=0.2)
+    assert plan_rest(small, max_wait=5.0, rates={"slow.test": 5.0}).retry == {"slow.test": 10}

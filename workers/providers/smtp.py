@@ -29,6 +29,7 @@ from workers.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
     ProviderAuthError,
+    ProviderBusyError,
     TransientDeliveryError,
 )
 from workers.providers.base import OutgoingMessage, SendResult
@@ -39,10 +40,11 @@ Stage = Literal["connect", "helo", "auth", "mail", "rcpt", "data"]
 
 
 class ConnectionGate(Protocol):
-    """Cluster-wide admission of new connections (see ``workers.ratelimit.leases``)."""
+    """Cluster-wide admission of new connections (see ``workers.ratelimit.gate``)."""
 
-    async def open(self) -> Lease:
-        """A lease for one more connection, or ``TransientDeliveryError`` at the cap."""
+    async def open(self, *, wait: bool) -> Lease | None:
+        """A lease for one more connection; ``None`` at the cap (after waiting up to the
+        provider's ``max_wait`` when ``wait``)."""
         ...
 
 
@@ -63,7 +65,7 @@ class _FreeLease:
 
 
 class _NoGate:
-    async def open(self) -> Lease:
+    async def open(self, *, wait: bool) -> Lease | None:
         return _FreeLease()
 
 
@@ -95,6 +97,8 @@ class SmtpPool:
         self._gate: ConnectionGate = gate or _NoGate()
         self._idle: list[_Session] = []
         self._slots = asyncio.Semaphore(cfg.pool_size)
+        self._live = 0  # open sessions, idle or busy
+        self._returned = asyncio.Condition()
         self.opened = 0  # connections opened over the pool's life (for tests and stats)
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -105,8 +109,7 @@ class SmtpPool:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    async def _open(self) -> _Session:
-        lease = await self._gate.open()
+    async def _open(self, lease: Lease) -> _Session:
         cfg = self.cfg
         client = aiosmtplib.SMTP(
             hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
@@ -131,6 +134,7 @@ class SmtpPool:
                     f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
             raise
         self.opened += 1
+        self._live += 1
         return _Session(client, lease)
 
     async def _checked(self, session: _Session) -> bool:
@@ -147,17 +151,35 @@ class SmtpPool:
         return True
 
     async def acquire(self) -> _Session:
+        """A ready session: an idle one, else a new one if the cluster-wide cap allows,
+        else the next one this pool releases. ``ProviderBusyError`` when the pool has no
+        session at all and the cap stays full for ``max_wait``."""
         await self._slots.acquire()
         try:
-            while self._idle:
-                session = self._idle.pop()
-                if await self._checked(session):
-                    return session
-                await self._discard(session)
-            return await self._open()
+            while True:
+                while self._idle:
+                    session = self._idle.pop()
+                    if await self._checked(session):
+                        return session
+                    await self._discard(session)
+                lease = await self._gate.open(wait=self._live == 0)
+                if lease is not None:
+                    return await self._open(lease)
+                if self._live == 0:
+                    raise ProviderBusyError(
+                        f"{self.name}: connection cap ({self.cfg.max_connections}) reached "
+                        "across the cluster")
+                # At the cap but with sessions of our own: the next one released is ours.
+                async with self._returned:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._returned.wait(), self.cfg.max_wait)
         except BaseException:
             self._slots.release()
             raise
+
+    async def _notify(self) -> None:
+        async with self._returned:
+            self._returned.notify()
 
     async def release(self, session: _Session, *, reusable: bool) -> None:
         try:
@@ -168,8 +190,10 @@ class SmtpPool:
                 await self._discard(session, polite=reusable)
         finally:
             self._slots.release()
+            await self._notify()
 
     async def _discard(self, session: _Session, *, polite: bool = False) -> None:
+        self._live -= 1
         try:
             if polite and session.client.is_connected:
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):

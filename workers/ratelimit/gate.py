@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-from workers.errors import TransientDeliveryError
 from workers.ratelimit.leases import ConnectionLeases
 
 __all__ = ["LeaseGate", "RedisLease"]
@@ -46,10 +45,11 @@ class LeaseGate:
         self._wait = wait
         self._ttl = ttl
 
-    async def open(self) -> RedisLease:
-        lease_id = await self._leases.wait_acquire(self._holder, self._ttl, self._wait)
-        if lease_id is None:
-            raise TransientDeliveryError(
-                f"connection cap reached: {self._leases.max_connections} connections open "
-                "across the cluster")
-        return RedisLease(self._leases, lease_id, self._ttl)
+    async def open(self, *, wait: bool) -> RedisLease | None:
+        """A lease, or ``None`` when ``max_connections`` are open across the cluster
+        (after waiting up to ``wait`` seconds for one to come free when ``wait``)."""
+        if wait:
+            lease_id = await self._leases.wait_acquire(self._holder, self._ttl, self._wait)
+        else:
+            lease_id = await self._leases.acquire(self._holder, self._ttl)
+        return None if lease_id is None else RedisLease(self._leases, lease_id, self._ttl)

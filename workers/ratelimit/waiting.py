@@ -4,6 +4,7 @@ spending an attempt). Pure functions; the worker does the sleeping and parking."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from workers.ratelimit.grant import Grant
@@ -40,12 +41,17 @@ class RestPlan:
     park_for: float = 0.0
 
 
-def plan_rest(grant: Grant, max_wait: float) -> RestPlan:
+def plan_rest(grant: Grant, max_wait: float,
+              rates: Mapping[str, float] | None = None) -> RestPlan:
     """Split what ``grant`` did not cover into domains to retry soon and domains to park.
 
     Each domain is judged by its own wait, so a domain limited to 1/min is parked while
-    the others keep going. The sleep is the shortest wait among the retried domains:
-    some progress is possible then, and those still waiting get a fresh wait next time.
+    the others keep going. With ``rates`` (domain -> messages per second), a domain is
+    also parked when sending all its remaining messages at that rate would take longer
+    than ``max_wait``: otherwise a 5/s domain with 200 recipients in a batch would hold
+    the worker process for 40 s, one short sleep at a time, while other batches wait.
+    The sleep is the shortest wait among the retried domains: some progress is possible
+    then, and those still waiting get a fresh wait next time.
     """
     retry: dict[str, int] = {}
     park: dict[str, int] = {}
@@ -53,7 +59,9 @@ def plan_rest(grant: Grant, max_wait: float) -> RestPlan:
     park_waits: list[float] = []
     for domain, count in grant.remaining.items():
         wait = grant.wait_for(domain)
-        sleep = plan_wait(wait, max_wait)
+        rate = rates.get(domain) if rates else None
+        drain = wait + count / rate if rate else wait
+        sleep = plan_wait(wait, max_wait) if drain <= max_wait else None
         if sleep is None:
             park[domain] = count
             park_waits.append(wait)

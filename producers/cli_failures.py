@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workers.errors import BulkmailError
+from workers.errors import BulkmailError, InputError
 
 __all__ = ["dlq_app", "register", "suppress_app"]
 
@@ -39,6 +39,14 @@ def _context() -> tuple[Any, Any, Any]:
     return settings, app, connect_redis(settings)
 
 
+def _known_campaign(settings: Any, client: Any, campaign: str | None) -> None:
+    """A mistyped id must not look like an empty dead-letter list."""
+    from workers.ledger import Ledger
+
+    if campaign is not None and Ledger(client, settings.keys).spec(campaign) is None:
+        raise LookupError(f"no campaign {campaign!r}")
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -56,6 +64,7 @@ def dlq_list(
         from workers.deadletter import DeadLetters
 
         settings, _, client = _context()
+        _known_campaign(settings, client, campaign)
         page = DeadLetters(client, settings.keys).list(campaign, limit=limit)
         if as_json:
             for d in page.entries:
@@ -84,6 +93,7 @@ def dlq_requeue(
         from workers.requeue import requeue_dead_letters
 
         settings, app, client = _context()
+        _known_campaign(settings, client, campaign)
         n, batches = requeue_dead_letters(settings, app, client, campaign_id=campaign,
                                           reason=reason)
         console.print(f"requeued {n} recipients in {batches} batches")
@@ -115,11 +125,21 @@ def suppress_add(
     """Never send to these addresses again."""
 
     def go() -> None:
+        from producers.recipients import check_address
         from workers.suppression import SuppressionList
 
+        bad = []
+        for address in addresses:
+            try:
+                check_address(address.strip())
+            except ValueError as exc:
+                bad.append(f"{address!r}: {exc}")
+        if bad:
+            raise InputError("not added, fix these addresses first: " + "; ".join(bad))
         settings, _, client = _context()
-        n = SuppressionList(client, settings.keys).add_many(addresses, reason, "cli")
-        console.print(f"{n} added, {len(set(addresses)) - n} already suppressed")
+        wanted = {a.strip().lower() for a in addresses}
+        n = SuppressionList(client, settings.keys).add_many(wanted, reason, "cli")
+        console.print(f"{n} added, {len(wanted) - n} already suppressed (reason updated)")
 
     _guard(go)
 

@@ -8,6 +8,7 @@ prefetched task per process keeps a crash from stranding more than one batch.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -33,11 +34,22 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+    broker_transport_options={
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps for messages of dead workers only every interval x throttle
+        # seconds (about 100 s by default): look every 10 s so a lost machine's batches
+        # come back soon after the visibility timeout
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    },
     worker_hijack_root_logger=False,
     # a batch is never retried by Celery itself: retries live in Redis (workers/retry.py)
     task_default_retry_delay=0,
 )
+
+
+# httpx logs every request at INFO: one line per message on per-message APIs (SES).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @worker_process_init.connect

@@ -58,7 +58,6 @@ _THROTTLE_TEXT_47 = re.compile(
 )
 # Gmail's per-recipient limit: "450-4.2.1 ... is receiving mail at a rate that prevents
 # additional messages from being delivered". A bare 4.2.1 is "mailbox disabled".
-_RATE_WORD = re.compile(r"\brate\b", re.IGNORECASE)
 
 _MAILBOX_FULL_TEXT = re.compile(
     r"mailbox (?:is )?full|over quota|quota exceeded|exceeded storage|insufficient storage",
@@ -117,12 +116,11 @@ def _is_throttling(code: int, enhanced: str, reply: str) -> bool:
         # our pace, and failing a whole campaign's recipients over it costs far more
         # than a bounded number of retries.
         return True
-    if 400 <= code <= 499 or enhanced.startswith("4."):
-        if enhanced.startswith("4.7.") and _THROTTLE_TEXT_47.search(reply):
-            return True
-        if enhanced == "4.2.1" and _RATE_WORD.search(reply):
-            return True
-    return False
+    # Not Gmail's "450 4.2.1 ... receiving mail at a rate": that is one recipient's inbox
+    # being flooded, a plain deferral of that recipient. Slowing the whole provider for
+    # it would throttle every other recipient for nothing.
+    return (400 <= code <= 499 or enhanced.startswith("4.")) and enhanced.startswith(
+        "4.7.") and bool(_THROTTLE_TEXT_47.search(reply))
 
 
 def _is_mailbox_full(code: int, enhanced: str, reply: str, stage: SmtpStage) -> bool:

@@ -31,7 +31,15 @@ from workers.runtime import Runtime
 from workers.suppression import AsyncSuppressionList
 from workers.templates import CompiledCampaign
 
-__all__ = ["BatchReport", "deliver_batch", "domain_of", "retry_member"]
+__all__ = [
+    "BatchReport",
+    "deliver_batch",
+    "domain_of",
+    "park_after_error",
+    "park_batch",
+    "retry_member",
+    "run_batch",
+]
 
 log = logging.getLogger("bulkmail.delivery")
 
@@ -69,6 +77,8 @@ class BatchReport:
 
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+_RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+          "return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0")
 
 
 async def _release_lock(rt: Runtime, key: str) -> None:
@@ -98,25 +108,42 @@ async def deliver_batch(rt: Runtime, cid: str, batch_no: int) -> BatchReport:
                              time.time() + remaining + LOCKED_SLACK, only_if_earlier=True)
         report.skipped = f"another worker holds this batch; looking again in {remaining:.0f}s"
         return report
-    renewer = asyncio.ensure_future(_renew_lock(rt, lock, ttl))
+    held = _LockHold()
+    renewer = asyncio.ensure_future(_renew_lock(rt, lock, ttl, held))
     try:
-        await _deliver_locked(rt, cid, batch_no, compiled, retry, report)
+        await _deliver_locked(rt, cid, batch_no, compiled, retry, report, held)
     finally:
         renewer.cancel()
         await _release_lock(rt, lock)
     return report
 
 
-async def _renew_lock(rt: Runtime, key: str, ttl: int) -> None:
+class _LockHold:
+    """Whether this process still owns the batch lock (checked before every chunk)."""
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        self.lost = False
+
+
+async def _renew_lock(rt: Runtime, key: str, ttl: int, held: _LockHold) -> None:
     # Keep a short TTL (a killed worker frees the batch quickly) however long the batch
-    # runs: renew at a third of it while this coroutine's batch is alive.
+    # runs: renew at a third of it, but only while the lock is still ours. A process that
+    # stalled past the TTL (SIGSTOP, a paused VM) may find another worker on the batch:
+    # then it stops before its next chunk instead of sending alongside it.
+    renew = rt.redis.register_script(_RENEW)
     while True:
         await asyncio.sleep(ttl / 3)
-        await rt.redis.expire(key, ttl)
+        if not await renew(keys=[key], args=[rt.worker_id, ttl]):
+            held.lost = True
+            log.warning("lost the lock of %s to another worker; stopping this batch", key)
+            return
 
 
 async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: CompiledCampaign,
-                          retry: AsyncRetryQueue, report: BatchReport) -> None:
+                          retry: AsyncRetryQueue, report: BatchReport, held: _LockHold
+                          ) -> None:
     keys = rt.settings.keys
     spec = compiled.spec
     cfg = rt.provider_configs[spec.provider]
@@ -163,7 +190,7 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
     await ledger.update(cid, batch_no, updates)
 
     run = _Run(rt, cid, batch_no, cfg, provider, ledger, suppression, index_of, email_of,
-               details, report)
+               details, report, held)
     await run.send_all(messages)
     if run.next_due is not None:
         await retry.schedule(retry_member(cid, batch_no), run.next_due, only_if_earlier=True)
@@ -179,11 +206,13 @@ class _Run:
     def __init__(self, rt: Runtime, cid: str, batch_no: int, cfg: ProviderConfig,
                  provider: Provider, ledger: AsyncLedger, suppression: AsyncSuppressionList,
                  index_of: dict[int, int], email_of: dict[int, str],
-                 details: dict[int, dict[str, Any]], report: BatchReport) -> None:
+                 details: dict[int, dict[str, Any]], report: BatchReport, held: _LockHold
+                 ) -> None:
         self.rt, self.cid, self.batch_no, self.cfg = rt, cid, batch_no, cfg
         self.provider, self.ledger, self.suppression = provider, ledger, suppression
         self.index_of, self.email_of, self.details = index_of, email_of, details
         self.report = report
+        self.held = held
         self.limiter = rt.limiter(provider.name)
         self.next_due: float | None = None
 
@@ -195,6 +224,10 @@ class _Run:
         size = self.provider.chunk_size
         campaign_key = self.rt.settings.keys.campaign(self.cid)
         while queue:
+            if self.held.lost:
+                self.report.notes.append("lost the batch lock (stalled past its TTL): "
+                                         "another worker carries on")
+                return
             if await self.rt.redis.hexists(campaign_key, "cancelled"):
                 self.report.notes.append("campaign cancelled: the rest of the batch stays "
                                          "cancelled")
@@ -301,4 +334,25 @@ def run_batch(cid: str, batch_no: int) -> BatchReport:
     """Synchronous entry point used by the Celery task."""
     rt = Runtime.get()
     return rt.run(deliver_batch(rt, cid, batch_no))
+
+
+#: how long a batch waits after an unexpected error before it is tried again
+ERROR_RETRY = 60.0
+
+
+async def park_batch(rt: Runtime, cid: str, batch_no: int, delay: float) -> bool:
+    """Put a batch on its provider's retry queue; False when the campaign is unknown."""
+    spec = await AsyncLedger(rt.redis, rt.settings.keys).spec(cid)
+    if spec is None:
+        return False
+    retry = AsyncRetryQueue(rt.redis, rt.settings.keys, spec.provider)
+    await retry.schedule(retry_member(cid, batch_no), time.time() + delay, only_if_earlier=True)
+    return True
+
+
+def park_after_error(cid: str, batch_no: int) -> bool:
+    """After an unexpected error the task is acknowledged (acks_late acks a task that
+    raises), so the batch would be stranded: keep it on the retry queue instead."""
+    rt = Runtime.get()
+    return rt.run(park_batch(rt, cid, batch_no, ERROR_RETRY))
 

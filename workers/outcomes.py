@@ -71,8 +71,12 @@ def decide(
     out = Outcomes()
     for res in results:
         idx = index_of[res.row]
+        prior = details.get(idx, {})
         if res.error is None:
-            out.updates.append(Update(idx, State.SENT, detail_json(id=res.provider_id)))
+            # keep the attempt count when it took more than one ("sent after 3 attempts")
+            tried = int(prior["a"]) + 1 if "a" in prior else None
+            out.updates.append(Update(idx, State.SENT, detail_json(id=res.provider_id,
+                                                                   a=tried)))
             out.sent += 1
             continue
         err: DeliveryError = res.error
@@ -80,7 +84,6 @@ def decide(
             out.merge_due(round(now + (err.retry_after or cfg.max_wait), 3))
             out.parked += 1
             continue
-        prior = details.get(idx, {})
         attempts = int(prior.get("a", 0)) + 1
         first = float(prior.get("f", now))
         if isinstance(err, AmbiguousDeliveryError) and cfg.on_ambiguous == "fail":

@@ -72,7 +72,8 @@ def test_each_failure_is_classified_per_recipient(server: ScriptedSMTP) -> None:
     err = {rcpts[row].split("-")[0]: r.error for row, r in results.items()}
     assert isinstance(err["bounce"], PermanentDeliveryError) and err["bounce"].hard_bounce
     assert err["bounce"].code == 550 and err["bounce"].enhanced == "5.1.1"
-    assert isinstance(err["defer2"], ThrottledError)  # Gmail 450 4.2.1 "at a rate"
+    # Gmail's 450 4.2.1 "receiving mail at a rate" is about that one recipient's inbox
+    assert type(err["defer2"]) is TransientDeliveryError
     assert isinstance(err["throttle1"], ThrottledError)
     assert isinstance(err["drop1"], AmbiguousDeliveryError)
     assert isinstance(err["slow1"], AmbiguousDeliveryError)

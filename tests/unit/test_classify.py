@@ -46,8 +46,9 @@ SMTP_CASES: list[tuple[str, int, str, str, type[DeliveryError], str, bool | None
      "helo", ThrottledError, "4.7.0", None),
     ("421 at greeting, no enhanced code", 421, "mx.example.com Service not available",
      "connect", ThrottledError, "", None),
+    # one recipient's inbox is flooded: defer that recipient, do not slow the provider
     ("gmail 450 4.2.1 receiving at a rate", 450, GMAIL_RECEIVING_RATE, "rcpt",
-     ThrottledError, "4.2.1", None),
+     TransientDeliveryError, "4.2.1", None),
     ("microsoft 451 4.7.500 server busy", 451,
      "4.7.500 Server busy. Please try again later from [203.0.113.5]. (S77719) "
      "[BN8NAM12FT003.eop-nam12.prod.protection.outlook.com]",

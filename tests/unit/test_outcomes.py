@@ -86,3 +86,17 @@ def test_ambiguous_policy() -> None:
     fail = _decide([SendResult(1, error=lost)], on_ambiguous="fail")
     assert fail.updates[0].state == State.FAILED
     assert json.loads(fail.updates[0].detail)["k"] == "unknown"
+
+
+def test_sent_after_retries_keeps_its_attempt_count() -> None:
+    out = _decide([SendResult(1), SendResult(2)], details={0: {"a": 2, "f": NOW - 5}})
+    assert json.loads(out.updates[0].detail) == {"a": 3}
+    assert out.updates[1].detail == "{}"  # first try: nothing stored (compact ledger)
+
+
+def test_no_capacity_parks_without_spending_an_attempt() -> None:
+    from workers.errors import ProviderBusyError
+
+    out = _decide([SendResult(1, error=ProviderBusyError("connection cap reached"))],
+                  details={0: {"a": 1}}, max_wait="2s")
+    assert out.updates == [] and out.parked == 1 and out.next_due == NOW + 2

@@ -117,6 +117,8 @@ def read_json(response: httpx.Response) -> Any:
 
 def address_parts(value: str) -> tuple[str, str]:
     """``"Shop <news@example.com>"`` -> ``("Shop", "news@example.com")``."""
+    if "<" not in value and '"' not in value and " " not in value:
+        return "", value  # a bare address (every recipient): parseaddr costs ~7 us
     name, addr = parseaddr(value)
     return name, addr or value
 

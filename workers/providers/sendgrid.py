@@ -100,22 +100,24 @@ class SendgridProvider(HttpProvider[SendgridConfig]):
 
     def plan(self, messages: Sequence[OutgoingMessage]) -> Plan:
         groups: dict[Hashable, list[int]] = {}
+        # computed once per message: it JSON-encodes both bodies to check their size
+        subs_of = [_substitutions(msg) for msg in messages]
         for i, msg in enumerate(messages):
-            subs = _substitutions(msg)
-            parts: Hashable = ("subst",) if subs is not None else ("body", msg.text, msg.html)
+            parts: Hashable = (("subst",) if subs_of[i] is not None
+                               else ("body", msg.text, msg.html))
             key = (msg.sender, msg.reply_to, msg.text is None, msg.html is None, parts)
             groups.setdefault(key, []).append(i)
         plan = Plan()
         for members in groups.values():
-            self._plan_group(messages, members, plan)
+            self._plan_group(messages, members, subs_of, plan)
         return plan
 
     def _plan_group(self, messages: Sequence[OutgoingMessage], members: list[int],
-                    plan: Plan) -> None:
+                    subs_of: list[dict[str, str] | None], plan: Plan) -> None:
         first = messages[members[0]]
-        subs = _substitutions(first)
-        shared = self._shared(first, tokens=subs is not None)
-        personalizations = [json_bytes(self._personalization(messages[i], subs is not None))
+        tokens = subs_of[members[0]] is not None
+        shared = self._shared(first, tokens=tokens)
+        personalizations = [json_bytes(self._personalization(messages[i], subs_of[i]))
                             for i in members]
         # '{"personalizations":[' + ... + '],' + the shared fields (minus their '{')
         fixed = len(shared) + 22
@@ -129,15 +131,16 @@ class SendgridProvider(HttpProvider[SendgridConfig]):
                     + b"]," + shared[1:])
             plan.calls.append(ApiCall([members[j] for j in chunk], "/v3/mail/send", body))
 
-    def _personalization(self, msg: OutgoingMessage, tokens: bool) -> dict[str, Any]:
+    def _personalization(self, msg: OutgoingMessage, subs: dict[str, str] | None
+                         ) -> dict[str, Any]:
         p: dict[str, Any] = {
             "to": [_address(msg.recipient)],
             "subject": msg.subject,
             "headers": message_headers(msg, message_id=True),
             "custom_args": {"bulkmail_id": msg.correlation_id},
         }
-        if tokens:
-            p["substitutions"] = _substitutions(msg)
+        if subs is not None:
+            p["substitutions"] = subs
         return p
 
     def _shared(self, msg: OutgoingMessage, *, tokens: bool) -> bytes:

@@ -115,6 +115,8 @@ class SmtpConfig(_Base):
     tls_insecure: bool = False
     #: EHLO name; the local host name when empty
     local_hostname: str | None = None
+    #: use SMTP PIPELINING (RFC 2920) when the server advertises it
+    pipelining: bool = True
 
 
 class _HttpBase(_Base):

@@ -14,13 +14,24 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-__all__ = ["CaptureServer"]
+__all__ = ["CaptureServer", "advertise_pipelining"]
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def advertise_pipelining(server: Any, session: Any, envelope: Any, hostname: str,
+                               responses: list[str]) -> list[str]:
+    """aiosmtpd ``handle_EHLO`` hook adding PIPELINING (RFC 2920) to the EHLO reply.
+
+    aiosmtpd reads commands one line at a time, so it serves pipelined clients; it only
+    does not say so. Real relays (Postfix, Exchange, the big providers) all advertise it.
+    """
+    session.host_name = hostname  # aiosmtpd leaves this to a handle_EHLO hook
+    return [responses[0], "250-PIPELINING", *responses[1:]]
 
 
 class _Handler:
@@ -44,11 +55,14 @@ class _Handler:
 class CaptureServer:
     """``with CaptureServer(folder) as srv: srv.port`` — a real SMTP server on 127.0.0.1."""
 
-    def __init__(self, folder: str | Path | None = None, *, port: int = 0) -> None:
+    def __init__(self, folder: str | Path | None = None, *, port: int = 0,
+                 pipelining: bool = True) -> None:
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
         self.handler = _Handler(self.folder)
+        if pipelining:
+            self.handler.handle_EHLO = advertise_pipelining  # type: ignore[attr-defined]
         # aiosmtpd's Controller connects to its own port to check it is up, so it needs a
         # real port number up front rather than 0.
         self._port = port or _free_port()

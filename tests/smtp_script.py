@@ -39,6 +39,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
+from producers.capture import advertise_pipelining
+
 __all__ = ["ScriptedSMTP"]
 
 
@@ -122,7 +124,8 @@ class ScriptedSMTP:
     """``with ScriptedSMTP() as srv: srv.port``; see the module docstring for the script."""
 
     def __init__(self, *, slow_seconds: float = 3.0, keep_messages: bool = False,
-                 data_delay: float = 0.0, storm_seconds: float = 0.0) -> None:
+                 data_delay: float = 0.0, storm_seconds: float = 0.0,
+                 pipelining: bool = False) -> None:
         self.lock = threading.Lock()
         self.rcpt_attempts: Counter[str] = Counter()
         self.data_attempts: Counter[str] = Counter()
@@ -143,6 +146,9 @@ class ScriptedSMTP:
         self.peak_concurrent = 0
         self.port = _free_port()
         handler = _Handler(self)
+        self.pipelining = pipelining
+        if pipelining:  # the client then sends MAIL, RCPT and DATA in one write
+            handler.handle_EHLO = advertise_pipelining  # type: ignore[attr-defined]
         self._controller = Controller(handler, hostname="127.0.0.1", port=self.port)
         self._controller.factory = lambda: _CountingSMTP(self, handler)  # type: ignore[method-assign]
 

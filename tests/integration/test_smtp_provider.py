@@ -36,9 +36,11 @@ def _cfg(port: int, **kw: Any) -> SmtpConfig:
     return SmtpConfig(kind="smtp", host="127.0.0.1", port=port, tls="none", **kw)
 
 
-@pytest.fixture
-def server() -> Iterator[ScriptedSMTP]:
-    with ScriptedSMTP(slow_seconds=2.5) as srv:
+@pytest.fixture(params=[False, True], ids=["step-by-step", "pipelined"])
+def server(request: pytest.FixtureRequest) -> Iterator[ScriptedSMTP]:
+    """Every test runs against a server without PIPELINING (aiosmtplib drives each
+    command) and one that advertises it (MAIL+RCPT+DATA in one write)."""
+    with ScriptedSMTP(slow_seconds=2.5, pipelining=request.param) as srv:
         yield srv
 
 
@@ -62,6 +64,8 @@ def test_pool_reuses_and_recycles_connections(server: ScriptedSMTP) -> None:
     # 200 messages, 30 per connection: at least 7 connections, and far fewer than 200
     assert 7 <= server.connections_opened <= 12
     assert provider.pool.opened == server.connections_opened
+    # the pipelined variant really pipelined every session
+    assert provider.pool.pipelined == (provider.pool.opened if server.pipelining else 0)
 
 
 def test_each_failure_is_classified_per_recipient(server: ScriptedSMTP) -> None:

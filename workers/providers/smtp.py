@@ -34,6 +34,7 @@ from workers.errors import (
     TransientDeliveryError,
 )
 from workers.providers.base import OutgoingMessage, SendResult
+from workers.providers.smtp_pipeline import PipelinedWire, Reply, WireLost, dot_stuff
 
 __all__ = ["ConnectionGate", "Lease", "SmtpPool", "SmtpProvider", "create", "envelope_address"]
 
@@ -82,15 +83,23 @@ def _mail_from(sender: str) -> bytes:
 
 
 class _Session:
-    """One pooled connection and its bookkeeping."""
+    """One pooled connection and its bookkeeping. ``wire`` is set when the server
+    pipelines: the transport then belongs to it, not to the aiosmtplib client."""
 
-    __slots__ = ("client", "last_used", "lease", "sent")
+    __slots__ = ("client", "last_used", "lease", "needs_reset", "sent", "wire")
 
-    def __init__(self, client: aiosmtplib.SMTP, lease: Lease) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, lease: Lease,
+                 wire: PipelinedWire | None = None) -> None:
         self.client = client
         self.sent = 0
         self.last_used = time.monotonic()
         self.lease = lease
+        self.wire = wire
+        self.needs_reset = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.wire.is_open if self.wire is not None else self.client.is_connected
 
 
 class SmtpPool:
@@ -107,6 +116,7 @@ class SmtpPool:
         self._live = 0  # open sessions, idle or busy
         self._returned = asyncio.Condition()
         self.opened = 0  # connections opened over the pool's life (for tests and stats)
+        self.pipelined = 0  # of which pipelined (the server advertised PIPELINING)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.cfg.tls_insecure:
@@ -149,16 +159,24 @@ class SmtpPool:
             raise
         self.opened += 1
         self._live += 1
-        return _Session(client, lease)
+        wire = None
+        if cfg.pipelining and client.supports_extension("pipelining"):
+            assert client.protocol is not None and client.protocol.transport is not None
+            transport = client.protocol.transport
+            wire = PipelinedWire(transport, cfg.timeout)  # type: ignore[arg-type]
+            self.pipelined += 1
+        return _Session(client, lease, wire)
 
     async def _checked(self, session: _Session) -> bool:
         """False when an idle session turned out dead (checked with NOOP) or lost its
         cluster-wide lease."""
-        if not session.client.is_connected or not await session.lease.renew():
+        if not session.is_open or not await session.lease.renew():
             return False
         if time.monotonic() - session.last_used < self.cfg.idle_check:
             return True
         try:
+            if session.wire is not None:
+                return (await session.wire.command(b"NOOP\r\n")).code == 250
             await session.client.noop()
         except (aiosmtplib.SMTPException, OSError):
             return False
@@ -209,9 +227,14 @@ class SmtpPool:
     async def _discard(self, session: _Session, *, polite: bool = False) -> None:
         self._live -= 1
         try:
-            if polite and session.client.is_connected:
+            if polite and session.is_open:
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                    await asyncio.wait_for(session.client.quit(), 2)
+                    if session.wire is not None:
+                        await asyncio.wait_for(session.wire.command(b"QUIT\r\n"), 2)
+                    else:
+                        await asyncio.wait_for(session.client.quit(), 2)
+            if session.wire is not None:
+                session.wire.close()
             session.client.close()
         finally:
             await session.lease.release()
@@ -274,6 +297,8 @@ class SmtpProvider:
     async def _send_one(self, msg: OutgoingMessage) -> SendResult:
         assert msg.mime is not None, "SMTP needs the built MIME message"
         session = await self.pool.acquire()
+        if session.wire is not None:
+            return await self._send_pipelined(session, session.wire, msg)
         client = session.client
         stage: Stage = "mail"
         reusable = True
@@ -315,6 +340,69 @@ class SmtpProvider:
             return SendResult(msg.row, error=lost)
         finally:
             await self.pool.release(session, reusable=reusable)
+
+    async def _send_pipelined(self, session: _Session, wire: PipelinedWire,
+                              msg: OutgoingMessage) -> SendResult:
+        """One transaction in two writes: MAIL+RCPT+DATA together, then the body."""
+        assert msg.mime is not None
+        stages: tuple[Stage, ...] = ("mail", "rcpt", "data")
+        accepted = ((250,), (250, 251), (354,))
+        body_sent = False
+        reusable = True
+        try:
+            wire.write(b"MAIL " + _mail_from(msg.sender) + b"\r\nRCPT TO:<"
+                       + msg.recipient.encode() + b">\r\nDATA\r\n")
+            replies: list[Reply] = []
+            lost: WireLost | None = None
+            for _ in stages:
+                try:
+                    replies.append(await wire.reply())
+                except WireLost as exc:
+                    lost = exc
+                    break
+            for reply, stage, good in zip(replies, stages, accepted, strict=False):
+                if reply.code not in good:
+                    if len(replies) == 3 and replies[2].code == 354:
+                        await wire.command(b".\r\n")  # took DATA anyway: end it empty
+                    return self._refused(session, wire, msg, reply, stage)
+            if lost is not None:
+                raise WireLost(f"at {stages[len(replies)].upper()}: {lost}")
+            wire.write(dot_stuff(msg.mime))
+            body_sent = True
+            final = await wire.reply()
+            if final.code != 250:
+                return self._refused(session, wire, msg, final, "data")
+            session.sent += 1
+            return SendResult(msg.row, provider_id=_queue_id(final.text))
+        except WireLost as exc:
+            reusable = False
+            if body_sent:
+                return SendResult(msg.row, error=AmbiguousDeliveryError(
+                    f"connection lost after the message body, before the reply: {exc}"))
+            return SendResult(msg.row, error=TransientDeliveryError(
+                f"connection lost {exc}"))
+        finally:
+            if not session.is_open:
+                reusable = False
+            elif reusable and session.needs_reset:
+                session.needs_reset = False
+                try:
+                    reusable = (await wire.command(b"RSET\r\n")).code == 250
+                except WireLost:
+                    reusable = False
+            await self.pool.release(session, reusable=reusable)
+
+    def _refused(self, session: _Session, wire: PipelinedWire, msg: OutgoingMessage,
+                 reply: Reply, stage: Stage) -> SendResult:
+        error = classify_smtp(reply.code, reply.text, stage=stage,
+                              mailbox_full=self.cfg.mailbox_full)
+        if reply.code == 421:
+            wire.close()  # the server is closing this channel
+        else:
+            session.needs_reset = True
+        if isinstance(error, ProviderAuthError):
+            raise error
+        return SendResult(msg.row, error=error)
 
     async def aclose(self) -> None:
         await self.pool.close()

@@ -6,6 +6,7 @@ Not a benchmark itself. Everything here measures from the outside (``/proc``, Re
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import os
@@ -16,12 +17,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any, NamedTuple
 
 import redis
+
+from producers.capture import free_port
 
 __all__ = [
     "BENCH_DIR",
@@ -96,7 +100,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _versions(*dists: str) -> str:
+def versions(*dists: str) -> str:
+    """``name version`` of each installed distribution, for the report header."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
@@ -122,7 +127,7 @@ def machine_lines(client: redis.Redis[bytes] | None) -> list[tuple[str, str]]:
         ("cpu", f"{_cpu_model()}, {cores} cores ({usable} usable)"),
         ("python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("redis", f"server {redis_version}"),
-        ("libraries", _versions("celery", "kombu", "redis", "aiosmtplib", "uvloop")),
+        ("libraries", versions("celery", "kombu", "redis", "aiosmtplib", "uvloop")),
         ("load average", f"{load} (1/5/15 min, at start; other work on the box skews figures)"),
     ]
 
@@ -224,12 +229,6 @@ def raise_on_signals() -> None:
         signal.signal(sig, handler)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -242,6 +241,17 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10)
         time.sleep(0.05)
 
 
+def start_listening(cmd: list[str], port: int, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` and wait until something listens on ``port``; stop it if that fails."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(cmd, **popen)
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
     """SIGTERM, then SIGKILL; only this one process (it was started by us)."""
     if proc.poll() is None:
@@ -251,6 +261,85 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+# -- a campaign and its worker -------------------------------------------------------------
+
+class Prepared(NamedTuple):
+    """What the producer side of a run needs, from :func:`prepare_campaign`."""
+
+    env: dict[str, str]  # for the worker processes
+    settings: Any
+    spec: Any
+    ledger: Any
+    queue: str
+
+
+def prepare_campaign(client: redis.Redis[bytes], url: str, providers: Path, campaign: Path,
+                     provider: str, prefix: str) -> Prepared:
+    """Point this process's settings (and the workers' environment) at ``url``, the
+    ``providers`` file and a fresh key ``prefix``, and load ``campaign``."""
+    names = {"BULKMAIL_REDIS_URL": url, "BULKMAIL_PROVIDERS": str(providers),
+             "BULKMAIL_KEY_PREFIX": prefix}
+    os.environ.update(names)  # the producer side reads the same settings
+    env = {**os.environ, **names}
+    from config.schema import queue_name
+    from config.settings import Settings
+    from producers.campaign import load_campaign
+    from workers.ledger import Ledger
+
+    settings = Settings()
+    spec, _ = load_campaign(campaign, settings.load_providers(),
+                            default_batch_size=settings.batch_size)
+    return Prepared(env, settings, spec, Ledger(client, settings.keys), queue_name(provider))
+
+
+def wait_progress(progress: Callable[[], tuple[int, bool]], what: str, *, stall: float,
+                  of: int | None = None, every: float = 0.02) -> None:
+    """Poll until ``progress()`` (a count, and whether it is done) says done; fail when the
+    count has not moved for ``stall`` seconds (``of``: the target, for the message)."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        count, done = progress()
+        if done:
+            return
+        now = time.monotonic()
+        if count != last:
+            last, last_change = count, now
+        elif now - last_change > stall:
+            at = f"{count}/{of}" if of is not None else f"{count}"
+            raise RuntimeError(f"{what}: stuck at {at} for {stall:.0f}s")
+        time.sleep(every)
+
+
+def logged_ready(log: Path) -> Callable[[], bool]:
+    """Whether the worker has logged ' ready.' (it does at INFO)."""
+    return lambda: log.exists() and " ready." in log.read_text(errors="replace")
+
+
+def wait_worker_ready(proc: subprocess.Popen[bytes], log: Path, pools: int,
+                      ready: Callable[[], bool] | None = None, timeout: float = 60) -> None:
+    """Until the worker's ``pools`` pool processes exist and ``ready()`` says so (by
+    default: :func:`logged_ready`)."""
+    ready = ready or logged_ready(log)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}; see {log}")
+        if len(children(proc.pid)) >= pools and ready():
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not ready after {timeout:.0f}s; see {log}")
+        time.sleep(0.1)
+
+
+def add_run_options(p: argparse.ArgumentParser, *, log_dir: Path, wait_idle: float) -> None:
+    """``--log-dir`` and ``--wait-idle``, as the benchmarks that start workers take them."""
+    p.add_argument("--log-dir", type=Path, default=log_dir,
+                   help="where the worker logs go (overwritten each run)")
+    p.add_argument("--wait-idle", type=float, default=wait_idle, metavar="SECONDS",
+                   help="before each run, wait up to this long for the machine to be idle "
+                        f"(0: do not wait; default {wait_idle:g})")
 
 
 # -- the SMTP sink --------------------------------------------------------------------------
@@ -282,12 +371,8 @@ class Sink:
             cmd += [f"127.0.0.1:{self.port}", "1000"]
         else:
             cmd = [sys.executable, str(BENCH_DIR / "sink.py"), str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self.proc)
-        except BaseException:
-            stop_process(self.proc)
-            raise
+        self.proc = start_listening(cmd, self.port, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
         return self
 
     def cpu(self) -> float:
@@ -319,6 +404,11 @@ def keys_memory(client: redis.Redis[bytes], prefix: str, extra: Sequence[str] = 
             pipe.memory_usage(key, samples=0)
         total += sum(int(x or 0) for x in pipe.execute())
     return total
+
+
+def queue_keys(queue: str) -> list[str]:
+    """A Celery queue's list and its kombu binding sets (for :func:`delete_keys`)."""
+    return [queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
 
 
 def delete_keys(client: redis.Redis[bytes], prefix: str, extra: Sequence[str] = ()) -> int:

@@ -59,21 +59,26 @@ import redis
 from _harness import (
     BENCH_DIR,
     CAMPAIGN_TOML,
-    children,
+    add_run_options,
     delete_keys,
     fmt_int,
     free_port,
     machine_busy,
     machine_lines,
+    prepare_campaign,
     print_table,
     proc_cpu,
+    queue_keys,
     raise_on_signals,
     redis_cpu,
     sample_tree,
+    start_listening,
     stop_process,
     verdict,
-    wait_for_port,
+    versions,
+    wait_progress,
     wait_until_quiet,
+    wait_worker_ready,
     write_recipients,
 )
 from http_fakeserver import ENV_DEFAULTS
@@ -139,14 +144,9 @@ class FakeProviders:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> FakeProviders:
-        self.proc = subprocess.Popen(
+        self.proc = start_listening(
             [sys.executable, str(BENCH_DIR / "http_fakeserver.py"), "--port", str(self.port),
-             "--mode", self.mode], stdout=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self.proc)
-        except BaseException:
-            stop_process(self.proc)
-            raise
+             "--mode", self.mode], self.port, stdout=subprocess.DEVNULL)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -275,17 +275,7 @@ def profiling(pid: int, out: Path | None) -> Iterator[None]:
 
 def _wait(progress: Callable[[], tuple[int, bool]], what: str, every: float = 0.02) -> None:
     """Poll until ``progress()`` says done; fail when its count stalls."""
-    last, last_change = -1, time.monotonic()
-    while True:
-        done_count, done = progress()
-        if done:
-            return
-        now = time.monotonic()
-        if done_count != last:
-            last, last_change = done_count, now
-        elif now - last_change > STALL_TIMEOUT:
-            raise RuntimeError(f"{what}: stuck at {done_count} for {STALL_TIMEOUT:.0f}s")
-        time.sleep(every)
+    wait_progress(progress, what, stall=STALL_TIMEOUT, every=every)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log: Path, node: str, loglevel: str,
@@ -299,15 +289,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, node: str, loglevel: s
             return log.exists() and " ready." in log.read_text(errors="replace")
         return bool(app.control.ping(destination=[node], timeout=0.5))
 
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}; see {log}")
-        if len(children(proc.pid)) >= WORKER_CONCURRENCY and ready():
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker not ready after {timeout:.0f}s; see {log}")
-        time.sleep(0.1)
+    wait_worker_ready(proc, log, WORKER_CONCURRENCY, ready, timeout)
 
 
 @dataclass(slots=True)
@@ -342,22 +324,11 @@ def run_campaign(b: Bench, run: Run, *, batch_size: int, http_batch_size: int = 
                                         http_batch_size=http_batch_size))
     campaign = folder / "campaign.toml"
     campaign.write_text(CAMPAIGN_TOML.format(provider=provider, batch_size=batch_size))
-    names = {"BULKMAIL_REDIS_URL": b.url, "BULKMAIL_PROVIDERS": str(providers),
-             "BULKMAIL_KEY_PREFIX": prefix}
-    os.environ.update(names)  # the producer side below reads the same settings
-    env = dict(os.environ)
-    from config.schema import queue_name
-    from config.settings import Settings
-    from producers.campaign import load_campaign
+    env, settings, spec, ledger, queue = prepare_campaign(
+        b.client, b.url, providers, campaign, provider, prefix)
     from producers.enqueue import enqueue_campaign
     from workers.app import app
-    from workers.ledger import Ledger
 
-    settings = Settings()
-    spec, _ = load_campaign(campaign, settings.load_providers(),
-                            default_batch_size=settings.batch_size)
-    ledger = Ledger(b.client, settings.keys)
-    queue = queue_name(provider)
     log = b.log_dir / f"{run.label.split()[0]}{'-baseline' if run.baseline else ''}-worker.log"
     log.unlink(missing_ok=True)
     rows = b.recipient_file(run.messages)
@@ -412,8 +383,7 @@ def run_campaign(b: Bench, run: Run, *, batch_size: int, http_batch_size: int = 
         run.seconds = 0.0
         run.notes.append(f"{run.label}: {exc}")
     finally:
-        delete_keys(b.client, prefix, [queue, f"_kombu.binding.{queue}",
-                                       f"_kombu.binding_permanent.{queue}"])
+        delete_keys(b.client, prefix, queue_keys(queue))
         _forget_unacked(b.client, queue)
     return run
 
@@ -523,14 +493,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="fake server handlers: minimal (default) or the tests/fakes ones")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="py-spy every worker tree into DIR and print where the time goes")
-    p.add_argument("--log-dir", type=Path,
-                   default=Path(tempfile.gettempdir()) / "bulkmail-bench" / "http",
-                   help="where the worker logs go (overwritten each run)")
     p.add_argument("--worker-loglevel", default="INFO",
                    help="the workers' --loglevel (default INFO, bulkmail worker's default)")
-    p.add_argument("--wait-idle", type=float, default=60, metavar="SECONDS",
-                   help="before each run, wait up to this long for the machine to be idle "
-                        "(0: do not wait; default 60)")
+    add_run_options(p, log_dir=Path(tempfile.gettempdir()) / "bulkmail-bench" / "http",
+                    wait_idle=60)
     return p.parse_args(argv)
 
 
@@ -553,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             client = redis.Redis.from_url(url)
             print("bulkmail end-to-end HTTP API benchmark")
             print_table(["machine", ""], [*machine_lines(client), (
-                "http stack", _versions("httpx", "httpcore", "h11", "botocore"))], left=True)
+                "http stack", versions("httpx", "httpcore", "h11", "botocore"))], left=True)
             print(f"\nfake providers: bench/http_fakeserver.py --mode {args.server_mode} on "
                   f"{server.url} (1 process, uvloop, HTTP/1.1 keep-alive)\nworkers: 1 x "
                   f"`bulkmail worker -c {WORKER_CONCURRENCY}`, provider concurrency 4 "
@@ -595,18 +561,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if all(r.ok and r.counts.get("sent") == r.messages for r in runs) else 1
-
-
-def _versions(*dists: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for d in dists:
-        try:
-            out.append(f"{d} {version(d)}")
-        except PackageNotFoundError:
-            out.append(f"{d} (not installed)")
-    return ", ".join(out)
 
 
 if __name__ == "__main__":

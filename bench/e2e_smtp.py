@@ -63,17 +63,22 @@ from _harness import (
     BENCH_DIR,
     Sink,
     TreeSample,
-    children,
+    add_run_options,
     delete_keys,
     fmt_int,
+    logged_ready,
     machine_busy,
     machine_lines,
+    prepare_campaign,
     print_table,
+    queue_keys,
     raise_on_signals,
     redis_cpu,
     sample_tree,
     verdict,
+    wait_progress,
     wait_until_quiet,
+    wait_worker_ready,
     write_campaign,
 )
 
@@ -172,35 +177,12 @@ def _children_cpu() -> float:
 def _wait(predicate: Callable[[], int], target: int, what: str,
           every: float = 0.02) -> None:
     """Poll a progress counter until it reaches ``target``; fail if it stalls."""
-    last, last_change = -1, time.monotonic()
-    while True:
+
+    def progress() -> tuple[int, bool]:
         done = predicate()
-        if done >= target:
-            return
-        now = time.monotonic()
-        if done != last:
-            last, last_change = done, now
-        elif now - last_change > STALL_TIMEOUT:
-            raise RuntimeError(f"{what}: stuck at {done}/{target} for {STALL_TIMEOUT:.0f}s")
-        time.sleep(every)
+        return done, done >= target
 
-
-def _wait_ready(proc: subprocess.Popen[bytes], ready: Callable[[], bool], log: Path,
-                pools: int, timeout: float = 60) -> None:
-    """Until ``ready()`` says so and the worker's pool processes exist."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}; see {log}")
-        if len(children(proc.pid)) >= pools and ready():
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker not ready after {timeout:.0f}s; see {log}")
-        time.sleep(0.1)
-
-
-def _logged_ready(log: Path) -> Callable[[], bool]:
-    return lambda: log.exists() and " ready." in log.read_text(errors="replace")
+    wait_progress(progress, what, stall=STALL_TIMEOUT, of=target, every=every)
 
 
 @contextlib.contextmanager
@@ -212,7 +194,7 @@ def _worker(start: Callable[[], subprocess.Popen[bytes]], ready: Callable[[], bo
     before = _children_cpu()
     proc = start()
     try:
-        _wait_ready(proc, ready, log, WORKER_CONCURRENCY)
+        wait_worker_ready(proc, log, WORKER_CONCURRENCY, ready)
         yield proc
     finally:
         stop_workers(proc)
@@ -231,28 +213,17 @@ def run_bulkmail(client: redis.Redis[bytes], url: str, sink: Sink, n: int, workd
     folder = workdir / "bulkmail"
     folder.mkdir(exist_ok=True)
     files = write_campaign(folder, provider, sink.port, n)
-    names = {"BULKMAIL_REDIS_URL": url, "BULKMAIL_PROVIDERS": str(files.providers),
-             "BULKMAIL_KEY_PREFIX": prefix}
-    os.environ.update(names)  # the producer side below reads the same settings
-    env = {**os.environ, **names}
-    from config.schema import queue_name
-    from config.settings import Settings
-    from producers.campaign import load_campaign
+    env, settings, spec, ledger, queue = prepare_campaign(
+        client, url, files.providers, files.campaign, provider, prefix)
     from producers.enqueue import enqueue_campaign
     from workers.app import app
-    from workers.ledger import Ledger
 
-    settings = Settings()
-    spec, _ = load_campaign(files.campaign, settings.load_providers(),
-                            default_batch_size=settings.batch_size)
-    ledger = Ledger(client, settings.keys)
-    queue = queue_name(provider)
     log.unlink(missing_ok=True)
     meter = Meter(client, sink)
     try:
         with _worker(lambda: start_workers(provider, concurrency=WORKER_CONCURRENCY, env=env,
                                            log=log, name=f"bench-{os.getpid()}@%h"),
-                     _logged_ready(log), log, run) as proc:
+                     logged_ready(log), log, run) as proc:
             meter.worker_pid = proc.pid
             meter.begin()
             started = time.perf_counter()
@@ -274,8 +245,7 @@ def run_bulkmail(client: redis.Redis[bytes], url: str, sink: Sink, n: int, workd
             run.notes.append(f"bulkmail: only {status.counts['sent']} of {n} sent: "
                              f"{status.counts} (see {log})")
     finally:
-        delete_keys(client, prefix, [queue, f"_kombu.binding.{queue}",
-                                     f"_kombu.binding_permanent.{queue}"])
+        delete_keys(client, prefix, queue_keys(queue))
     return run
 
 
@@ -347,8 +317,7 @@ def run_naive(client: redis.Redis[bytes], url: str, sink: Sink, n: int, workdir:
             run.seconds = time.perf_counter() - started
             meter.end(run)
     finally:
-        delete_keys(client, f"bench-naive-{tag}", [queue, f"_kombu.binding.{queue}",
-                                                   f"_kombu.binding_permanent.{queue}"])
+        delete_keys(client, f"bench-naive-{tag}", queue_keys(queue))
     return run
 
 
@@ -491,12 +460,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="a short run: 5000 messages, 1000 for the naive design")
     p.add_argument("--only", default="bulkmail,naive,raw",
                    help="comma-separated subset of bulkmail,naive,raw")
-    p.add_argument("--log-dir", type=Path,
-                   default=Path(tempfile.gettempdir()) / "bulkmail-bench",
-                   help="where the worker logs go (overwritten each run)")
-    p.add_argument("--wait-idle", type=float, default=30, metavar="SECONDS",
-                   help="before each run, wait up to this long for the machine to be idle "
-                        "(0: do not wait; default 30)")
+    add_run_options(p, log_dir=Path(tempfile.gettempdir()) / "bulkmail-bench", wait_idle=30)
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each contender N times and show its fastest run (default 1)")
     p.add_argument("--python-sink", action="store_true",

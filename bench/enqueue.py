@@ -43,6 +43,7 @@ from _harness import (
     keys_memory,
     machine_lines,
     print_table,
+    queue_keys,
     raise_on_signals,
     redis_cpu,
     verdict,
@@ -128,8 +129,7 @@ def run_size(client: redis.Redis[bytes], url: str, folder: Path, rows: int, prof
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        delete_keys(client, prefix, [queue, f"_kombu.binding.{queue}",
-                                     f"_kombu.binding_permanent.{queue}"])
+        delete_keys(client, prefix, queue_keys(queue))
 
 
 def _mb(kb: float) -> str:

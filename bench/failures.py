@@ -43,12 +43,10 @@ prefix and provider queue; every key and process is removed at the end, also on 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -68,17 +66,19 @@ from _harness import (
     free_port,
     machine_lines,
     print_table,
+    queue_keys,
     raise_on_signals,
     sample_tree,
+    start_listening,
     stop_process,
     verdict,
-    wait_for_port,
     wait_until_quiet,
 )
+from sink import SinkProtocol
+from sink import run as run_sink
 
 # -- the scripted sink (runs in its own process: ``failures.py --serve-sink PORT MODE``) -------
 
-_END = b"\r\n.\r\n"
 _EHLO = b"250-scripted-sink\r\n250-8BITMIME\r\n250 SIZE 0\r\n"
 #: what ``defer2-`` recipients hear on their first two RCPTs
 DEFER_REPLIES = {
@@ -114,22 +114,18 @@ class _Tally:
         }
 
 
-class ScriptedSinkProtocol(asyncio.Protocol):
-    """One SMTP session: command mode, or data mode until the lone dot."""
+class ScriptedSinkProtocol(SinkProtocol):
+    """The bench sink's SMTP session, with scripted RCPT replies and a tally."""
 
     tally = _Tally()
     defer_reply = DEFER_REPLIES["plain"]
+    greeting = b"220 scripted-sink ESMTP\r\n"
+    ehlo = _EHLO
+    queued = b"250 2.0.0 Ok: queued as SINK\r\n"
 
     def __init__(self) -> None:
-        # uvloop's transports do not subclass asyncio.Transport: typed loosely
-        self.transport: Any = None
-        self.buffer = b""
-        self.in_data = False
+        super().__init__()
         self.rcpt: str | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        transport.write(b"220 scripted-sink ESMTP\r\n")  # type: ignore[attr-defined]
 
     def _rcpt(self, line: bytes) -> bytes:
         addr = line.partition(b"<")[2].partition(b">")[0].decode("utf-8", "replace").lower()
@@ -143,7 +139,7 @@ class ScriptedSinkProtocol(asyncio.Protocol):
         self.rcpt = addr
         return b"250 2.1.5 Ok\r\n"
 
-    def _accepted(self) -> None:
+    def accepted(self) -> None:
         t = self.tally
         now = time.time()
         addr = self.rcpt or ""
@@ -153,72 +149,23 @@ class ScriptedSinkProtocol(asyncio.Protocol):
             t.clean += 1
             t.first_clean = t.first_clean or now
             t.last_clean = now
+        self.rcpt = None
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data
-        replies: list[bytes] = []
-        while buf:
-            if self.in_data:
-                end = buf.find(_END)
-                if end < 0:
-                    buf = buf[-4:]  # keep enough to see an end marker cut by the read
-                    break
-                buf = buf[end + len(_END):]
-                self.in_data = False
-                self._accepted()
-                self.rcpt = None
-                replies.append(b"250 2.0.0 Ok: queued as SINK\r\n")
-                continue
-            line, sep, rest = buf.partition(b"\r\n")
-            if not sep:
-                break
-            buf = rest
-            verb = line[:4].upper()
-            if verb == b"DATA":
-                if self.rcpt is None:
-                    replies.append(b"503 5.5.1 No valid recipients\r\n")
-                    continue
-                self.in_data = True
-                buf = b"\r\n" + buf  # the DATA line's CRLF also opens the message
-                replies.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-            elif verb == b"RCPT":
-                replies.append(self._rcpt(line))
-            elif verb in (b"MAIL", b"RSET"):
-                self.rcpt = None
-                replies.append(b"250 2.0.0 Ok\r\n")
-            elif verb in (b"EHLO", b"LHLO"):
-                replies.append(_EHLO)
-            elif verb == b"QUIT":
-                replies.append(b"221 2.0.0 Bye\r\n")
-                self.transport.write(b"".join(replies))
-                self.transport.close()
-                return
-            else:
-                replies.append(b"250 2.0.0 Ok\r\n")
-        self.buffer = buf
-        if replies:
-            self.transport.write(b"".join(replies))
+    def refuse_data(self) -> bytes | None:
+        return b"503 5.5.1 No valid recipients\r\n" if self.rcpt is None else None
 
-
-async def _serve(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(ScriptedSinkProtocol, "127.0.0.1", port, backlog=1000)
-    stop = loop.create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set_result, None)
-    async with server:
-        await stop
-    print(json.dumps(ScriptedSinkProtocol.tally.as_dict()), flush=True)
+    def command(self, verb: bytes, line: bytes) -> bytes:
+        if verb == b"RCPT":
+            return self._rcpt(line)
+        if verb in (b"MAIL", b"RSET"):
+            self.rcpt = None
+        return b"250 2.0.0 Ok\r\n"
 
 
 def serve_sink(port: int, mode: str) -> None:
     ScriptedSinkProtocol.defer_reply = DEFER_REPLIES[mode]
-    try:
-        import uvloop
-
-        uvloop.run(_serve(port))
-    except ImportError:
-        asyncio.run(_serve(port))
+    run_sink(port, protocol=ScriptedSinkProtocol,
+             report=lambda: json.dumps(ScriptedSinkProtocol.tally.as_dict()))
 
 
 class ScriptedSink:
@@ -231,14 +178,9 @@ class ScriptedSink:
         self.report: dict[str, Any] = {}
 
     def __enter__(self) -> ScriptedSink:
-        self.proc = subprocess.Popen(
+        self.proc = start_listening(
             [sys.executable, __file__, "--serve-sink", str(self.port), self.mode],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self.proc)
-        except BaseException:
-            stop_process(self.proc)
-            raise
+            self.port, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -390,9 +332,7 @@ def run_campaign(name: str, *, url: str, rows: int, mode: str, defer_every: int,
     finally:
         for proc in procs:
             stop_workers(proc)
-        delete_keys(client, prefix, extra=[
-            f"bulkmail.{provider}", f"_kombu.binding.bulkmail.{provider}",
-            f"_kombu.binding_permanent.bulkmail.{provider}"])
+        delete_keys(client, prefix, extra=queue_keys(f"bulkmail.{provider}"))
     return run
 
 

@@ -35,7 +35,6 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,16 +48,19 @@ import redis
 import redis.asyncio as aioredis
 from _harness import (
     Sink,
-    children,
+    add_run_options,
     delete_keys,
     machine_busy,
     machine_lines,
+    prepare_campaign,
     print_table,
+    queue_keys,
     raise_on_signals,
     redis_cpu,
     sample_tree,
     verdict,
     wait_until_quiet,
+    wait_worker_ready,
     write_campaign,
 )
 
@@ -123,20 +125,6 @@ def _providers_toml(name: str, port: int, *, pool_size: int, limit: dict[str, An
     return "\n".join(lines) + "\n"
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path, pools: int, timeout: float = 60
-                ) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}; see {log}")
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if " ready." in text and len(children(proc.pid)) >= pools:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker not ready after {timeout:.0f}s; see {log}")
-        time.sleep(0.1)
-
-
 def _script_stats(client: redis.Redis) -> tuple[int, float]:
     """EVAL + EVALSHA calls the server has run and the microseconds they took (server-wide:
     other clients of the same Redis count too)."""
@@ -167,22 +155,11 @@ def send_campaign(client: redis.Redis, url: str, *, label: str, port: int, rows:
                            batch_size=batch_size)
     files.providers.write_text(_providers_toml(provider, port, pool_size=pool_size,
                                                limit=limit))
-    names = {"BULKMAIL_REDIS_URL": url, "BULKMAIL_PROVIDERS": str(files.providers),
-             "BULKMAIL_KEY_PREFIX": prefix}
-    os.environ.update(names)  # the producer side below reads the same settings
-    env = {**os.environ, **names}
-    from config.schema import queue_name
-    from config.settings import Settings
-    from producers.campaign import load_campaign
+    env, settings, spec, ledger, queue = prepare_campaign(
+        client, url, files.providers, files.campaign, provider, prefix)
     from producers.enqueue import enqueue_campaign
     from workers.app import app
-    from workers.ledger import Ledger
 
-    settings = Settings()
-    spec, _ = load_campaign(files.campaign, settings.load_providers(),
-                            default_batch_size=settings.batch_size)
-    ledger = Ledger(client, settings.keys)
-    queue = queue_name(provider)
     slug = re.sub(r"[^\w.]+", "-", label)
     log = log_dir / f"ratelimit-{slug}.log"
     log.unlink(missing_ok=True)
@@ -190,7 +167,7 @@ def send_campaign(client: redis.Redis, url: str, *, label: str, port: int, rows:
     proc = start_workers(provider, concurrency=processes, env=env, log=log,
                          name=f"bench-rl-{os.getpid()}-{provider}@%h")
     try:
-        _wait_ready(proc, log, processes)
+        wait_worker_ready(proc, log, processes)
         calls_before = _evalsha_calls(client)
         cpu_before = sample_tree(proc.pid).cpu
         ours_before = redis_cpu(client) + sink_cpu() + time.process_time()
@@ -219,8 +196,7 @@ def send_campaign(client: redis.Redis, url: str, *, label: str, port: int, rows:
                              f"{status.counts} (see {log})")
     finally:
         stop_workers(proc)
-        delete_keys(client, prefix, [queue, f"_kombu.binding.{queue}",
-                                     f"_kombu.binding_permanent.{queue}"])
+        delete_keys(client, prefix, queue_keys(queue))
     if accept_times is not None:
         run.accept_times = sorted(accept_times())
     return run
@@ -534,12 +510,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="2 s accuracy runs, 5000-message overhead runs, 1000 acquires")
     p.add_argument("--only", default="accuracy,cost,overhead",
                    help="comma-separated subset of accuracy,cost,overhead")
-    p.add_argument("--log-dir", type=Path,
-                   default=Path(tempfile.gettempdir()) / "bulkmail-bench",
-                   help="where the worker logs go (overwritten each run)")
-    p.add_argument("--wait-idle", type=float, default=30, metavar="SECONDS",
-                   help="before each run, wait up to this long for the machine to be idle "
-                        "(0: do not wait; default 30)")
+    add_run_options(p, log_dir=Path(tempfile.gettempdir()) / "bulkmail-bench", wait_idle=30)
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.messages, args.acquires = 2.0, 5000, 1000

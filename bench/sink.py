@@ -14,18 +14,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from typing import cast
 
-__all__ = ["SinkProtocol", "serve"]
+__all__ = ["SinkProtocol", "run", "serve"]
 
 _END = b"\r\n.\r\n"
 _EHLO = b"250-bench-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n"
 
 
 class SinkProtocol(asyncio.Protocol):
-    """One SMTP session: command mode, or data mode until the lone dot."""
+    """One SMTP session: command mode, or data mode until the lone dot.
+
+    Subclasses change what it says through the class attributes and the hooks
+    :meth:`command`, :meth:`refuse_data` and :meth:`accepted`."""
 
     received = 0  # messages, over all sessions of the process
+    greeting = b"220 bench-sink ESMTP\r\n"
+    ehlo = _EHLO
+    queued = b"250 2.0.0 Ok: queued as BENCH\r\n"
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -35,7 +42,19 @@ class SinkProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(b"220 bench-sink ESMTP\r\n")
+        self.transport.write(self.greeting)
+
+    def command(self, verb: bytes, line: bytes) -> bytes:
+        """The reply to a command other than DATA, EHLO/LHLO and QUIT."""
+        return b"250 2.0.0 Ok\r\n"
+
+    def refuse_data(self) -> bytes | None:
+        """The reply that refuses a DATA command, or None to take the message."""
+        return None
+
+    def accepted(self) -> None:
+        """A message has ended (after its lone dot)."""
+        SinkProtocol.received += 1
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -49,8 +68,8 @@ class SinkProtocol(asyncio.Protocol):
                     break
                 buf = buf[end + len(_END):]
                 self.in_data = False
-                SinkProtocol.received += 1
-                replies.append(b"250 2.0.0 Ok: queued as BENCH\r\n")
+                self.accepted()
+                replies.append(self.queued)
                 continue
             line, sep, rest = buf.partition(b"\r\n")
             if not sep:
@@ -58,44 +77,61 @@ class SinkProtocol(asyncio.Protocol):
             buf = rest
             verb = line[:4].upper()
             if verb == b"DATA":
+                refused = self.refuse_data()
+                if refused is not None:
+                    replies.append(refused)
+                    continue
                 self.in_data = True
                 # The DATA line's CRLF also starts the message, so an empty message is
                 # CRLF . CRLF as well: put it back in front.
                 buf = b"\r\n" + buf
                 replies.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             elif verb in (b"EHLO", b"LHLO"):
-                replies.append(_EHLO)
+                replies.append(self.ehlo)
             elif verb == b"QUIT":
                 replies.append(b"221 2.0.0 Bye\r\n")
                 self.transport.write(b"".join(replies))
                 self.transport.close()
                 return
             else:
-                replies.append(b"250 2.0.0 Ok\r\n")
+                replies.append(self.command(verb, line))
         self.buffer = buf
         if replies:
             self.transport.write(b"".join(replies))
 
 
-async def serve(port: int, host: str = "127.0.0.1") -> None:
+def _received() -> str:
+    return f"bench-sink: {SinkProtocol.received} messages"
+
+
+async def serve(port: int, host: str = "127.0.0.1",
+                protocol: Callable[[], asyncio.Protocol] = SinkProtocol,
+                report: Callable[[], str] = _received) -> None:
+    """Serve ``protocol`` until SIGTERM / SIGINT, then print ``report()``."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(SinkProtocol, host, port, backlog=1000)
+    server = await loop.create_server(protocol, host, port, backlog=1000)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set_result, None)
     async with server:
         await stop
-    print(f"bench-sink: {SinkProtocol.received} messages", flush=True)
+    print(report(), flush=True)
 
 
-def main() -> None:
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 2525
+def run(port: int, host: str = "127.0.0.1",
+        protocol: Callable[[], asyncio.Protocol] = SinkProtocol,
+        report: Callable[[], str] = _received) -> None:
+    """:func:`serve` on uvloop (plain asyncio when uvloop is missing)."""
     try:
         import uvloop
 
-        uvloop.run(serve(port))
+        uvloop.run(serve(port, host, protocol, report))
     except ImportError:
-        asyncio.run(serve(port))
+        asyncio.run(serve(port, host, protocol, report))
+
+
+def main() -> None:
+    run(int(sys.argv[1]) if len(sys.argv) > 1 else 2525)
 
 
 if __name__ == "__main__":

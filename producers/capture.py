@@ -14,10 +14,11 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-__all__ = ["CaptureServer", "advertise_pipelining"]
+__all__ = ["CaptureServer", "advertise_pipelining", "free_port"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -65,7 +66,7 @@ class CaptureServer:
             self.handler.handle_EHLO = advertise_pipelining  # type: ignore[attr-defined]
         # aiosmtpd's Controller connects to its own port to check it is up, so it needs a
         # real port number up front rather than 0.
-        self._port = port or _free_port()
+        self._port = port or free_port()
         self._controller = Controller(self.handler, hostname="127.0.0.1", port=self._port,
                                       data_size_limit=50 * 1024 * 1024)
 

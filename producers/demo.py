@@ -13,31 +13,29 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 from rich.console import Console
 
-from producers.capture import CaptureServer
+from producers.capture import CaptureServer, free_port
 
-__all__ = ["embedded_redis", "run_demo", "start_workers"]
+__all__ = [
+    "embedded_redis", "free_port", "private_redis", "redis_answers", "redis_server_binary",
+    "run_demo", "start_workers",
+]
 
 _NAMES = ["Ada", "Grace", "Linus", "Zoë", "Björk", "José", "Łukasz", "Aiko", "Олена", "李雷"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
+def redis_answers(url: str) -> bool:
+    """Whether a Redis at ``url`` answers a PING within half a second."""
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
@@ -62,10 +60,19 @@ def embedded_redis(console: Console | None = None) -> Iterator[str]:
         yield configured
         return
     local = "redis://127.0.0.1:6379/0"
-    if _answers(local):
+    if redis_answers(local):
         yield local
         return
-    port = _free_port()
+    with private_redis() as url:
+        if console:
+            console.print(f"started an embedded Redis on port {urlsplit(url).port}")
+        yield url
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """Start a private ``redis-server`` on a free port, yield its URL, stop it after."""
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="bulkmail-redis-")
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -74,12 +81,10 @@ def embedded_redis(console: Console | None = None) -> Iterator[str]:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 10
-        while not _answers(url):
+        while not redis_answers(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the embedded redis-server did not start")
             time.sleep(0.05)
-        if console:
-            console.print(f"started an embedded Redis on port {port}")
         yield url
     finally:
         proc.terminate()

@@ -30,7 +30,6 @@ host, so they compare with the limiter's bucket times.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter
@@ -39,15 +38,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from producers.capture import advertise_pipelining
+from producers.capture import advertise_pipelining, free_port
 
 __all__ = ["ScriptedSMTP"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _CountingSMTP(SMTP):
@@ -144,7 +137,7 @@ class ScriptedSMTP:
         self.connections_opened = 0
         self.concurrent = 0
         self.peak_concurrent = 0
-        self.port = _free_port()
+        self.port = free_port()
         handler = _Handler(self)
         self.pipelining = pipelining
         if pipelining:  # the client then sends MAIL, RCPT and DATA in one write

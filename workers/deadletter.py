@@ -16,13 +16,15 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from config.schema import Keys
 from workers.redis_ops import Command, RedisOp, as_text, hscan_page, run_async, run_sync
 
-if TYPE_CHECKING:
-    from workers.redis_ops import AsyncRedis, SyncRedis
+if TYPE_CHECKING:  # used as base-class arguments, which ruff does not see
+    from workers.redis_ops import AsyncRedis, SyncRedis  # noqa: F401
+
+ClientT = TypeVar("ClientT")
 
 __all__ = ["AsyncDeadLetters", "DeadLetter", "DeadLetterPage", "DeadLetters", "entry_key"]
 
@@ -167,14 +169,11 @@ class _DeadLetterOps:
                 return total
 
 
-class DeadLetters:
-    """The dead-letter list over a sync Redis client (CLI: ``dlq list/requeue``).
-
-    ``clock`` gives the unix time stamped on new records (injectable for tests).
-    """
+class _Letters(Generic[ClientT]):
+    """What the sync and the async dead-letter list share: the client, the keys."""
 
     def __init__(
-        self, client: SyncRedis, keys: Keys, *, clock: Callable[[], float] = time.time
+        self, client: ClientT, keys: Keys, *, clock: Callable[[], float] = time.time
     ) -> None:
         self._client = client
         self._ops = _DeadLetterOps(keys, clock)
@@ -183,6 +182,13 @@ class DeadLetters:
     def key(self) -> str:
         """The Redis hash holding the entries."""
         return self._ops.key
+
+
+class DeadLetters(_Letters["SyncRedis"]):
+    """The dead-letter list over a sync Redis client (CLI: ``dlq list/requeue``).
+
+    ``clock`` gives the unix time stamped on new records (injectable for tests).
+    """
 
     def record(
         self, campaign_id: str, row: int, email: str, reply: str, attempts: int, provider: str
@@ -219,19 +225,8 @@ class DeadLetters:
         return run_sync(self._client, self._ops.count(campaign_id))
 
 
-class AsyncDeadLetters:
+class AsyncDeadLetters(_Letters["AsyncRedis"]):
     """:class:`DeadLetters` over a ``redis.asyncio`` client; every method a coroutine."""
-
-    def __init__(
-        self, client: AsyncRedis, keys: Keys, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._client = client
-        self._ops = _DeadLetterOps(keys, clock)
-
-    @property
-    def key(self) -> str:
-        """The Redis hash holding the entries."""
-        return self._ops.key
 
     async def record(
         self, campaign_id: str, row: int, email: str, reply: str, attempts: int, provider: str

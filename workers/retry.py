@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from config.schema import Keys
 from workers.redis_ops import (
@@ -44,8 +44,8 @@ from workers.redis_ops import (
     server_time,
 )
 
-if TYPE_CHECKING:
-    from workers.redis_ops import AsyncRedis, SyncRedis
+if TYPE_CHECKING:  # used as the queues' base-class arguments, which ruff does not see
+    from workers.redis_ops import AsyncRedis, SyncRedis  # noqa: F401
 
 __all__ = ["DEFAULT_LEASE", "AsyncRetryQueue", "RetryEntry", "RetryQueue"]
 
@@ -59,6 +59,8 @@ __all__ = ["DEFAULT_LEASE", "AsyncRetryQueue", "RetryEntry", "RetryQueue"]
 DEFAULT_LEASE = 60.0
 
 _PUMP = LuaScript.load("retry_pump.lua")
+
+ClientT = TypeVar("ClientT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +140,10 @@ class _RetryOps:
         return [RetryEntry(as_text(m), float(s)) for m, s in reply_pairs(reply)]
 
 
-class RetryQueue:
-    """The retry queue of one provider over a sync Redis client (CLI, status, tests).
+class _Queue(Generic[ClientT]):
+    """What the sync and the async queue share: the client, the keys."""
 
-    Times are unix seconds (floats). Where ``now`` is optional, ``None`` means the Redis
-    server's clock, the one clock every worker shares (decision 7).
-    """
-
-    def __init__(self, client: SyncRedis, keys: Keys, provider: str) -> None:
+    def __init__(self, client: ClientT, keys: Keys, provider: str) -> None:
         self._client = client
         self._ops = _RetryOps(keys, provider)
 
@@ -158,6 +156,14 @@ class RetryQueue:
     def claimed_key(self) -> str:
         """The claimed set (members pumped but not acked yet)."""
         return self._ops.claimed_key
+
+
+class RetryQueue(_Queue["SyncRedis"]):
+    """The retry queue of one provider over a sync Redis client (CLI, status, tests).
+
+    Times are unix seconds (floats). Where ``now`` is optional, ``None`` means the Redis
+    server's clock, the one clock every worker shares (decision 7).
+    """
 
     def schedule(self, member: str, due_at: float, *, only_if_earlier: bool = False) -> bool:
         """Make ``member`` due at ``due_at``; True when it was added or moved.
@@ -221,25 +227,11 @@ class RetryQueue:
         return run_sync(self._client, self._ops.list(limit))
 
 
-class AsyncRetryQueue:
+class AsyncRetryQueue(_Queue["AsyncRedis"]):
     """:class:`RetryQueue` over a ``redis.asyncio`` client (the worker's event loop).
 
     Same operations, same semantics; every method is a coroutine.
     """
-
-    def __init__(self, client: AsyncRedis, keys: Keys, provider: str) -> None:
-        self._client = client
-        self._ops = _RetryOps(keys, provider)
-
-    @property
-    def key(self) -> str:
-        """The due set."""
-        return self._ops.key
-
-    @property
-    def claimed_key(self) -> str:
-        """The claimed set (members pumped but not acked yet)."""
-        return self._ops.claimed_key
 
     async def schedule(
         self, member: str, due_at: float, *, only_if_earlier: bool = False

@@ -23,14 +23,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 from config.schema import Keys
 from workers.errors import InputError
 from workers.redis_ops import Command, RedisOp, as_text, hscan_page, run_async, run_sync
 
-if TYPE_CHECKING:
-    from workers.redis_ops import AsyncRedis, SyncRedis
+if TYPE_CHECKING:  # used as base-class arguments, which ruff does not see
+    from workers.redis_ops import AsyncRedis, SyncRedis  # noqa: F401
+
+ClientT = TypeVar("ClientT")
 
 __all__ = [
     "AsyncSuppressionList",
@@ -314,14 +316,11 @@ class _SuppressionOps:
 # --------------------------------------------------------------------------------------
 
 
-class SuppressionList:
-    """The suppression list over a sync Redis client (CLI, producers' checks, tests).
-
-    ``clock`` gives the unix time stamped on new entries (injectable for tests).
-    """
+class _List(Generic[ClientT]):
+    """What the sync and the async suppression list share: the client, the keys."""
 
     def __init__(
-        self, client: SyncRedis, keys: Keys, *, clock: Callable[[], float] = time.time
+        self, client: ClientT, keys: Keys, *, clock: Callable[[], float] = time.time
     ) -> None:
         self._client = client
         self._ops = _SuppressionOps(keys, clock)
@@ -330,6 +329,13 @@ class SuppressionList:
     def key(self) -> str:
         """The Redis hash holding the list."""
         return self._ops.key
+
+
+class SuppressionList(_List["SyncRedis"]):
+    """The suppression list over a sync Redis client (CLI, producers' checks, tests).
+
+    ``clock`` gives the unix time stamped on new entries (injectable for tests).
+    """
 
     def add(self, address: str, reason: str, source: str = "manual") -> bool:
         """Suppress ``address``; True when it was not on the list yet.
@@ -386,19 +392,8 @@ class SuppressionList:
         return run_sync(self._client, self._ops.import_file(Path(path), reason, source))
 
 
-class AsyncSuppressionList:
+class AsyncSuppressionList(_List["AsyncRedis"]):
     """:class:`SuppressionList` over a ``redis.asyncio`` client; every method a coroutine."""
-
-    def __init__(
-        self, client: AsyncRedis, keys: Keys, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._client = client
-        self._ops = _SuppressionOps(keys, clock)
-
-    @property
-    def key(self) -> str:
-        """The Redis hash holding the list."""
-        return self._ops.key
 
     async def add(self, address: str, reason: str, source: str = "manual") -> bool:
         """See :meth:`SuppressionList.add`."""

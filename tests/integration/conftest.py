@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from producers.capture import CaptureServer
 from producers.demo import stop_workers
@@ -45,15 +46,17 @@ def bulkmail_env(tmp_path: Path, redis_url: str, key_prefix: str
     return make
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``bulkmail worker`` processes; all are stopped at the end of the test."""
+def worker_processes(tmp_path: Path, command: list[str], log_name: str
+                     ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """For a fixture: yields ``start(provider, env, concurrency=2)``, which runs
+    ``python COMMAND -p provider -c concurrency ...`` (a worker's command line), logging to
+    ``tmp_path``; every process started is stopped afterwards."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(provider: str, env: dict[str, str], concurrency: int = 2) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{len(procs)}.log").open("wb")
+        log = (tmp_path / f"{log_name}-{len(procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "producers", "worker", "-p", provider, "-c",
+            [sys.executable, *command, "-p", provider, "-c",
              str(concurrency), "--loglevel", "INFO", "--name", f"{uuid.uuid4().hex[:6]}@%h"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
@@ -62,6 +65,23 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
     yield start
     for proc in procs:
         stop_workers(proc, timeout=15)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``bulkmail worker`` processes; all are stopped at the end of the test."""
+    yield from worker_processes(tmp_path, ["-m", "producers", "worker"], "worker")
+
+
+@pytest.fixture
+def forget_queue(redis_url: str, provider_name: str) -> Iterator[None]:
+    """Drop this test's Celery queue and its kombu bindings once its workers are gone
+    (use it before the fixtures that start workers, so it is torn down after them)."""
+    yield
+    client = redis.Redis.from_url(redis_url)
+    client.delete(f"bulkmail.{provider_name}", f"_kombu.binding.bulkmail.{provider_name}",
+                  f"_kombu.binding_permanent.bulkmail.{provider_name}")
+    client.close()
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120

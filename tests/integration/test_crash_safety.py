@@ -40,8 +40,7 @@ import redis
 
 from config.providers import SmtpConfig
 from config.schema import Keys, State
-from producers.demo import stop_workers
-from tests.integration.conftest import ROOT, wait_until
+from tests.integration.conftest import ROOT, wait_until, worker_processes
 from tests.smtp_script import ScriptedSMTP
 from workers.ledger import Ledger
 from workers.providers.smtp import SmtpProvider
@@ -106,20 +105,7 @@ def env(bulkmail_env: Callable[[str], dict[str, str]], provider_name: str,
 
 @pytest.fixture
 def replacement_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(provider: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"replacement-{len(procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _REPLACEMENT, "-p", provider, "-c", "2", "--loglevel",
-             "INFO", "--name", f"{uuid.uuid4().hex[:6]}@%h"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_workers(proc, timeout=15)
+    yield from worker_processes(tmp_path, ["-c", _REPLACEMENT], "replacement")
 
 
 def _pool_children(pid: int) -> list[int]:

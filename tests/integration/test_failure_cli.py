@@ -28,13 +28,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def _forget_queue(redis_url: str, provider_name: str) -> Iterator[None]:
-    """Drop this test's Celery queue and its kombu bindings once its workers are gone."""
-    yield
-    client = redis.Redis.from_url(redis_url)
-    client.delete(f"bulkmail.{provider_name}", f"_kombu.binding.bulkmail.{provider_name}",
-                  f"_kombu.binding_permanent.bulkmail.{provider_name}")
-    client.close()
+def _forget_queue(forget_queue: None) -> None:
+    """Every test here drops its queue at the end (see the fixture)."""
 
 
 def _jsonl(out: str) -> list[dict[str, Any]]:

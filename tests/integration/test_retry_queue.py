@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 
 from config.schema import Keys
-from tests.conftest import _free_port
+from producers.demo import free_port
 from workers.errors import RedisUnavailableError
 from workers.redis_ops import LuaScript, RedisOp, ScriptCall, run_async, run_sync
 from workers.retry import AsyncRetryQueue, RetryEntry, RetryQueue
@@ -373,7 +373,7 @@ def test_async_script_fallback(redis_url: str) -> None:
 
 
 def test_an_unreachable_redis_is_reported_without_the_password(keys: Keys) -> None:
-    port = _free_port()
+    port = free_port()
     client = redis.Redis.from_url(
         f"redis://:s3cr3t-pw@127.0.0.1:{port}/0", socket_connect_timeout=0.5
     )
@@ -385,7 +385,7 @@ def test_an_unreachable_redis_is_reported_without_the_password(keys: Keys) -> No
 
 
 def test_async_unreachable_redis(keys: Keys) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from config.providers import HttpConfig
-from tests.fakes import FakeHttpApi, assert_each_got_own, make_messages, send_batch
+from tests.fakes import FakeHttpApi, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
@@ -17,30 +18,18 @@ from workers.errors import (
 )
 from workers.providers.generic_http import GenericHttpProvider, create
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTP_KEY", "http-key")
-
-
-def provider(fake: FakeHttpApi, **cfg: object) -> GenericHttpProvider:
-    config = HttpConfig.model_validate(
-        {"kind": "http", "api_key_env": "HTTP_KEY", "url": "https://relay.test/send", **cfg})
-    return create("relay", config, transport=fake.transport())
+_key = env_fixture(HTTP_KEY="http-key")
+provider = provider_factory(create, HttpConfig, "relay", kind="http", api_key_env="HTTP_KEY",
+                            url="https://relay.test/send")
 
 
 def test_1250_messages_go_in_batches_of_http_batch_size() -> None:
     fake = FakeHttpApi()
     messages = make_messages(1250)
-    p = provider(fake)
+    p: GenericHttpProvider = provider(fake)
     assert p.chunk_size == 100 * 4
-    results = send_batch(p, messages)
-    assert len(fake.calls("/send")) == 13
-    assert all(r.ok for r in results)
-    assert_each_got_own(fake.delivered, messages)
-    by_to = {d.to: d for d in fake.delivered}
-    for m, r in zip(messages, results, strict=True):
-        d = by_to[m.recipient]
+    _, each = send_each_own(fake, p, messages, "/send", 13)
+    for m, r, d in each:
         assert d.meta == {"correlation_id": m.correlation_id, "id": m.message_id}
         assert r.provider_id == d.provider_id
 

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 
 from config.providers import HttpConfig, ProviderConfig, SendgridConfig
 from tests.fakes import FakeHttpApi, make_messages, send_batch
+from tests.fakes.providers import env_fixture
 from workers.errors import (
     AmbiguousDeliveryError,
     ConfigError,
@@ -23,10 +24,7 @@ from workers.providers import Provider, create_provider
 from workers.providers.generic_http import GenericHttpProvider, create
 from workers.providers.http_base import HttpProvider, pack
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTP_KEY", "http-key")
+_key = env_fixture(HTTP_KEY="http-key")
 
 
 def provider(transport: httpx.AsyncBaseTransport | None, **cfg: object

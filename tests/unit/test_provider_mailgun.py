@@ -9,6 +9,7 @@ import pytest
 from config.providers import MailgunConfig
 from tests.fakes import FakeMailgun, assert_each_got_own, make_messages, send_batch
 from tests.fakes.mailgun import form_fields
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
@@ -16,31 +17,18 @@ from workers.errors import (
     ThrottledError,
     TransientDeliveryError,
 )
-from workers.providers.mailgun import MailgunProvider, create
+from workers.providers.mailgun import create
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MG_KEY", "key-test")
-
-
-def provider(fake: FakeMailgun, **cfg: object) -> MailgunProvider:
-    config = MailgunConfig.model_validate(
-        {"kind": "mailgun", "api_key_env": "MG_KEY", "domain": "mg.example.com",
-         "base_url": "https://mg.test", **cfg})
-    return create("mg", config, transport=fake.transport())
+_key = env_fixture(MG_KEY="key-test")
+provider = provider_factory(create, MailgunConfig, "mg", kind="mailgun", api_key_env="MG_KEY",
+                            domain="mg.example.com", base_url="https://mg.test")
 
 
 def test_1250_messages_go_in_2_calls_each_with_its_own_content() -> None:
     fake = FakeMailgun()
     messages = make_messages(1250, reply_to="help@example.com")
-    results = send_batch(provider(fake), messages)
-    assert len(fake.calls("/v3/mg.example.com/messages")) == 2
-    assert all(r.ok for r in results)
-    assert_each_got_own(fake.delivered, messages)
-    by_to = {d.to: d for d in fake.delivered}
-    for m, r in zip(messages, results, strict=True):
-        d = by_to[m.recipient]
+    _, each = send_each_own(fake, provider(fake), messages, "/v3/mg.example.com/messages", 2)
+    for m, r, d in each:
         assert d.meta == {"bulkmail_id": m.correlation_id}  # v:bulkmail_id
         assert d.headers["To"] == m.recipient  # an individual message, not the To list
         assert d.headers["Reply-To"] == "help@example.com"

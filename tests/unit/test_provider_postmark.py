@@ -6,6 +6,7 @@ import pytest
 
 from config.providers import PostmarkConfig
 from tests.fakes import FakePostmark, assert_each_got_own, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
@@ -16,16 +17,9 @@ from workers.errors import (
 from workers.providers import create_provider
 from workers.providers.postmark import PostmarkProvider, create
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PM_TOKEN", "pm-server-token")
-
-
-def provider(fake: FakePostmark, **cfg: object) -> PostmarkProvider:
-    config = PostmarkConfig.model_validate(
-        {"kind": "postmark", "api_key_env": "PM_TOKEN", "base_url": "https://pm.test", **cfg})
-    return create("pm", config, transport=fake.transport())
+_key = env_fixture(PM_TOKEN="pm-server-token")
+provider = provider_factory(create, PostmarkConfig, "pm", kind="postmark", api_key_env="PM_TOKEN",
+                            base_url="https://pm.test")
 
 
 def test_registry_builds_it_without_opening_anything() -> None:
@@ -41,15 +35,10 @@ def test_registry_builds_it_without_opening_anything() -> None:
 def test_1250_messages_go_in_3_batch_calls_each_with_its_own_content() -> None:
     fake = FakePostmark()
     messages = make_messages(1250, reply_to="help@example.com")
-    results = send_batch(provider(fake), messages)
-    assert len(fake.calls("/email/batch")) == 3
+    results, each = send_each_own(fake, provider(fake), messages, "/email/batch", 3)
     assert [len(r.content) > 0 for r in fake.requests] == [True] * 3
     assert [r.row for r in results] == [m.row for m in messages]
-    assert all(r.ok for r in results)
-    assert_each_got_own(fake.delivered, messages)
-    by_to = {d.to: d for d in fake.delivered}
-    for m, r in zip(messages, results, strict=True):
-        d = by_to[m.recipient]
+    for m, r, d in each:
         assert d.meta == {"bulkmail_id": m.correlation_id}
         assert d.headers["Message-ID"] == m.message_id
         assert r.provider_id == d.provider_id

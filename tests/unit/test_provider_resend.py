@@ -7,7 +7,8 @@ import json
 import pytest
 
 from config.providers import ResendConfig
-from tests.fakes import FakeResend, assert_each_got_own, make_messages, send_batch
+from tests.fakes import FakeResend, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
@@ -15,31 +16,20 @@ from workers.errors import (
     ThrottledError,
     TransientDeliveryError,
 )
-from workers.providers.resend import ResendProvider, create, idempotency_key
+from workers.providers.resend import create, idempotency_key
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RESEND_KEY", "re_test_key")
-
-
-def provider(fake: FakeResend, **cfg: object) -> ResendProvider:
-    config = ResendConfig.model_validate(
-        {"kind": "resend", "api_key_env": "RESEND_KEY", "base_url": "https://re.test", **cfg})
-    return create("re", config, transport=fake.transport())
+_key = env_fixture(RESEND_KEY="re_test_key")
+provider = provider_factory(create, ResendConfig, "re", kind="resend", api_key_env="RESEND_KEY",
+                            base_url="https://re.test")
 
 
 def test_1250_messages_go_in_13_calls_each_with_its_own_content() -> None:
     fake = FakeResend()
     messages = make_messages(1250)
-    results = send_batch(provider(fake), messages)
-    assert len(fake.calls("/emails/batch")) == 13
-    assert all(r.ok for r in results)
-    assert_each_got_own(fake.delivered, messages)
-    by_to = {d.to: d for d in fake.delivered}
-    for m, r in zip(messages, results, strict=True):
-        assert by_to[m.recipient].headers["Message-ID"] == m.message_id
-        assert r.provider_id == by_to[m.recipient].provider_id
+    _, each = send_each_own(fake, provider(fake), messages, "/emails/batch", 13)
+    for m, r, d in each:
+        assert d.headers["Message-ID"] == m.message_id
+        assert r.provider_id == d.provider_id
     keys = {r.headers["Idempotency-Key"] for r in fake.requests}
     assert len(keys) == 13 and all(len(k) <= 256 for k in keys)
     assert {r.headers["x-batch-validation"] for r in fake.requests} == {"permissive"}

@@ -8,37 +8,26 @@ import pytest
 
 from config.providers import SendgridConfig
 from tests.fakes import FakeSendgrid, assert_each_got_own, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.errors import (
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
-from workers.providers.sendgrid import HTML_TAG, TEXT_TAG, SendgridProvider, create
+from workers.providers.sendgrid import HTML_TAG, TEXT_TAG, create
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SG_KEY", "SG.test-key")
-
-
-def provider(fake: FakeSendgrid, **cfg: object) -> SendgridProvider:
-    config = SendgridConfig.model_validate(
-        {"kind": "sendgrid", "api_key_env": "SG_KEY", "base_url": "https://sg.test", **cfg})
-    return create("sg", config, transport=fake.transport())
+_key = env_fixture(SG_KEY="SG.test-key")
+provider = provider_factory(create, SendgridConfig, "sg", kind="sendgrid", api_key_env="SG_KEY",
+                            base_url="https://sg.test")
 
 
 def test_1250_messages_go_in_2_calls_each_with_its_own_content() -> None:
     fake = FakeSendgrid()
     messages = make_messages(1250, reply_to="help@example.com")
-    results = send_batch(provider(fake), messages)
-    assert len(fake.calls("/v3/mail/send")) == 2
-    assert all(r.ok for r in results)
+    results, each = send_each_own(fake, provider(fake), messages, "/v3/mail/send", 2)
     assert [r.row for r in results] == [m.row for m in messages]
-    assert_each_got_own(fake.delivered, messages)
-    by_to = {d.to: d for d in fake.delivered}
-    for m, r in zip(messages, results, strict=True):
-        d = by_to[m.recipient]
+    for m, r, d in each:
         assert d.meta == {"bulkmail_id": m.correlation_id}
         assert d.headers["Message-ID"] == m.message_id
         assert d.headers["Reply-To"] == "help@example.com"

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from config.providers import SesConfig
-from tests.fakes import FakeSes, assert_each_got_own, make_messages, send_batch
+from tests.fakes import FakeSes, make_messages, send_batch
+from tests.fakes.providers import provider_factory, send_each_own
 from workers.errors import (
     AmbiguousDeliveryError,
     ConfigError,
@@ -17,7 +18,7 @@ from workers.errors import (
     ThrottledError,
     TransientDeliveryError,
 )
-from workers.providers.ses import SesProvider, create, ses_address, tag_value
+from workers.providers.ses import create, ses_address, tag_value
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +28,7 @@ def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
 
 
-def provider(fake: FakeSes, **cfg: object) -> SesProvider:
-    config = SesConfig.model_validate(
-        {"kind": "ses", "base_url": "https://ses.test", **cfg})
-    return create("ses", config, transport=fake.transport())
+provider = provider_factory(create, SesConfig, "ses", kind="ses", base_url="https://ses.test")
 
 
 def test_default_host_follows_the_region() -> None:
@@ -43,13 +41,9 @@ def test_default_host_follows_the_region() -> None:
 def test_one_signed_call_per_message_each_with_its_own_content() -> None:
     fake = FakeSes()
     messages = make_messages(1250, reply_to="help@example.com")
-    results = send_batch(provider(fake, concurrency=8), messages)
-    assert len(fake.calls("/v2/email/outbound-emails")) == 1250
-    assert all(r.ok for r in results)
-    assert_each_got_own(fake.delivered, messages)
-    by_to = {d.to: d for d in fake.delivered}
-    for m, r in zip(messages, results, strict=True):
-        d = by_to[m.recipient]
+    _, each = send_each_own(fake, provider(fake, concurrency=8), messages,
+                            "/v2/email/outbound-emails", 1250)
+    for m, r, d in each:
         assert d.meta == {"bulkmail_id": tag_value(m.correlation_id)}
         assert d.headers["Reply-To"] == "help@example.com"
         assert r.provider_id == d.provider_id

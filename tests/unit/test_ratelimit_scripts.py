@@ -9,62 +9,18 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.providers import SmtpConfig
 from config.schema import Keys
+from tests.unit.ratelimit_support import T0, ARedis, FakeClock, run, smtp
 from workers.ratelimit import AimdPolicy, Grant, RateLimiter, plan_rest
 from workers.ratelimit.bucket import BucketState, Limit, take, throttle
 from workers.ratelimit.scripts import LuaScript
-
-if TYPE_CHECKING:  # the stubs make the client generic; the runtime class is not
-    ARedis = aioredis.Redis[bytes]
-else:
-    ARedis = aioredis.Redis
-
-T = TypeVar("T")
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """Stands in for the Redis clock: passed to the scripts as their explicit `now`."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
-
-
-def run(url: str, body: Callable[[ARedis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = aioredis.Redis.from_url(url)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()  # type: ignore[attr-defined]  # stubs predate it
-
-    return asyncio.run(main())
-
-
-def smtp(**kw: Any) -> SmtpConfig:
-    return SmtpConfig(kind="smtp", host="relay.test", **kw)
-
-
-@pytest.fixture
-def url(redis_url: str, redis_client: redis.Redis[bytes]) -> str:
-    # redis_client deletes this test's keys afterwards
-    return redis_url
 
 
 # grants never exceed rate x elapsed + burst ---------------------------------------------

@@ -53,6 +53,7 @@ __all__ = [
     "HttpProvider",
     "Outcome",
     "Plan",
+    "add_bodies",
     "address_parts",
     "json_bytes",
     "message_headers",
@@ -132,6 +133,19 @@ def message_headers(msg: OutgoingMessage, *, message_id: bool) -> dict[str, str]
         mid = msg.message_id
         headers["Message-ID"] = mid if mid.startswith("<") else f"<{mid}>"
     return headers
+
+
+def add_bodies(element: dict[str, Any], msg: OutgoingMessage, *, text: str, html: str,
+               reply_to: str) -> dict[str, Any]:
+    """Put the text and html bodies and the Reply-To that ``msg`` has into ``element``,
+    under the API's names for them; returns ``element``."""
+    if msg.text is not None:
+        element[text] = msg.text
+    if msg.html is not None:
+        element[html] = msg.html
+    if msg.reply_to:
+        element[reply_to] = msg.reply_to
+    return element
 
 
 def too_large(size: int, limit: int, provider: str) -> PermanentDeliveryError:

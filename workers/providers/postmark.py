@@ -38,6 +38,7 @@ from workers.providers.http_base import (
     HttpProvider,
     Outcome,
     Plan,
+    add_bodies,
     json_bytes,
     message_headers,
     pack,
@@ -94,13 +95,7 @@ class PostmarkProvider(HttpProvider[PostmarkConfig]):
                         for k, v in message_headers(msg, message_id=True).items()],
             "Metadata": {"bulkmail_id": msg.correlation_id},
         }
-        if msg.text is not None:
-            element["TextBody"] = msg.text
-        if msg.html is not None:
-            element["HtmlBody"] = msg.html
-        if msg.reply_to:
-            element["ReplyTo"] = msg.reply_to
-        return element
+        return add_bodies(element, msg, text="TextBody", html="HtmlBody", reply_to="ReplyTo")
 
     def plan(self, messages: Sequence[OutgoingMessage]) -> Plan:
         parts = [json_bytes(self._element(m)) for m in messages]

@@ -38,6 +38,7 @@ from workers.providers.http_base import (
     HttpProvider,
     Outcome,
     Plan,
+    add_bodies,
     json_bytes,
     message_headers,
     read_json,
@@ -71,13 +72,7 @@ class ResendProvider(HttpProvider[ResendConfig]):
             "subject": msg.subject,
             "headers": message_headers(msg, message_id=True),
         }
-        if msg.text is not None:
-            element["text"] = msg.text
-        if msg.html is not None:
-            element["html"] = msg.html
-        if msg.reply_to:
-            element["reply_to"] = msg.reply_to
-        return element
+        return add_bodies(element, msg, text="text", html="html", reply_to="reply_to")
 
     def plan(self, messages: Sequence[OutgoingMessage]) -> Plan:
         plan = Plan()

@@ -188,12 +188,22 @@ class Ledger:
         """
         counts = self.keys.counts(cid)
         queued = 0
+        # Every batch starts all "queued": the first states hash of each size is written
+        # field by field, the others are COPYs of it (Redis >= 6.2). A COPY of a listpack
+        # is one memcpy on the server, where HSET of 500 new fields searches the listpack
+        # for each one, and the client packs two arguments instead of 1,000.
+        template: dict[int, str] = {}
         for batch_no, recipients in batches:
             pipe.set(self.keys.batch(cid, batch_no), encode_batch(list(recipients)))
-            pipe.hset(self.keys.states(cid, batch_no),
-                      mapping=dict.fromkeys(map(str, range(len(recipients))),
-                                                 State.QUEUED.value))
-            queued += len(recipients)
+            states = self.keys.states(cid, batch_no)
+            size = len(recipients)
+            if size in template:
+                pipe.copy(template[size], states, replace=True)
+            else:
+                pipe.hset(states, mapping=dict.fromkeys(map(str, range(size)),
+                                                        State.QUEUED.value))
+                template[size] = states
+            queued += size
         if queued:
             pipe.hincrby(counts, "queued", queued)
         if invalid:

@@ -77,3 +77,48 @@ def test_reader_is_lazy(tmp_path: Path) -> None:
 def test_check_address_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         check_address(bad)
+
+
+def test_email_column_anywhere_and_variable_order_kept(tmp_path: Path) -> None:
+    p = _csv(tmp_path, "name,email,city\nAnn, A@Example.TEST ,Oslo\n")
+    [r] = list(read_recipients(p))
+    assert r == Recipient(1, "A@example.test", {"name": "Ann", "city": "Oslo"})
+    assert isinstance(r, Recipient) and list(r.vars) == ["name", "city"]
+
+
+def test_repeated_column_names_last_one_wins(tmp_path: Path) -> None:
+    p = _csv(tmp_path, "email,name,name,email\nx@example.test,A,B,y@example.test\n")
+    assert list(read_recipients(p)) == [Recipient(1, "y@example.test", {"name": "B"})]
+
+
+def test_one_column_file_blank_lines_and_blank_addresses(tmp_path: Path) -> None:
+    p = _csv(tmp_path, 'email\na@example.test\n\n""\n   \nb@example.test\n')
+    rows = list(read_recipients(p))
+    assert rows[0] == Recipient(1, "a@example.test", {})
+    assert rows[1] == InvalidRow(2, "", "empty email")  # spaces only: a row, and invalid
+    assert rows[2] == Recipient(3, "b@example.test", {})
+    assert len(rows) == 3
+
+
+def test_header_field_check_with_email_in_the_middle(tmp_path: Path) -> None:
+    p = _csv(tmp_path, 'name,email,note\n"A\rB",a@example.test,ok\nC,c@example.test,"x\x00"\n')
+    rows = list(read_recipients(p, header_fields=frozenset({"name", "note"})))
+    assert isinstance(rows[0], InvalidRow) and rows[0].email == "a@example.test"
+    assert rows[0].reason == "field 'name' contains CR/LF and is used in a header"
+    assert isinstance(rows[1], InvalidRow) and "field 'note'" in rows[1].reason
+
+
+def test_invalid_rows_keep_what_the_row_held(tmp_path: Path) -> None:
+    p = _csv(tmp_path, "email,n\n Bob@localhost ,1\nPostmaster@Example.TEST,2\n")
+    rows = list(read_recipients(p))
+    assert rows[0] == InvalidRow(1, "Bob@localhost", "bad address: The part after the "
+                                 "@-sign is not valid. It should have a period.")
+    assert rows[1] == Recipient(2, "postmaster@example.test", {"n": "2"})
+
+
+@pytest.mark.parametrize(("raw", "normalized"), [
+    ("User@Example.TEST", "User@example.test"),
+    ("a@xn--bcher-kva.test", "a@bücher.test"),
+])
+def test_check_address_normalizes(raw: str, normalized: str) -> None:
+    assert check_address(raw) == normalized

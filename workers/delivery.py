@@ -200,6 +200,16 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+@dataclass(slots=True)
+class _Admission:
+    """A chunk after its checks: what may go now, what waits (and how long)."""
+
+    admitted: list[OutgoingMessage] = field(default_factory=list)
+    waiting: list[OutgoingMessage] = field(default_factory=list)
+    sleep: float = 0.0
+    cancelled: bool = False
+
+
 class _Run:
     """Sending one batch's rendered messages: admission, sending, recording."""
 
@@ -222,24 +232,49 @@ class _Run:
     async def send_all(self, messages: list[OutgoingMessage]) -> None:
         queue = deque(messages)
         size = self.provider.chunk_size
-        campaign_key = self.rt.settings.keys.campaign(self.cid)
-        while queue:
-            if self.held.lost:
-                self.report.notes.append("lost the batch lock (stalled past its TTL): "
-                                         "another worker carries on")
-                return
-            if await self.rt.redis.hexists(campaign_key, "cancelled"):
-                self.report.notes.append("campaign cancelled: the rest of the batch stays "
-                                         "cancelled")
-                return
+
+        def next_chunk() -> asyncio.Task[_Admission] | None:
+            if not queue:
+                return None
             chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
-            admitted, waiting, sleep = await self._admit(chunk)
-            queue.extendleft(reversed(waiting))
-            if admitted:
-                if not await self._send(admitted):
-                    return  # the provider is down (credentials): the rest waits
-            elif sleep:
-                await asyncio.sleep(sleep)
+            return asyncio.ensure_future(self._prepare(chunk))
+
+        # The next chunk's checks and tokens (two Redis round trips) are fetched while
+        # the current chunk is on the wire, so the sessions do not wait for them.
+        ahead = next_chunk()
+        try:
+            while ahead is not None:
+                admission = await ahead
+                ahead = None
+                if self.held.lost:
+                    self.report.notes.append("lost the batch lock (stalled past its TTL): "
+                                             "another worker carries on")
+                    return
+                if admission.cancelled:
+                    self.report.notes.append("campaign cancelled: the rest of the batch "
+                                             "stays cancelled")
+                    return
+                queue.extendleft(reversed(admission.waiting))
+                if admission.admitted:
+                    ahead = next_chunk()
+                    if not await self._send(admission.admitted):
+                        return  # the provider is down (credentials): the rest waits
+                else:
+                    if admission.sleep:
+                        await asyncio.sleep(admission.sleep)
+                if ahead is None:
+                    ahead = next_chunk()
+        finally:
+            if ahead is not None:
+                ahead.cancel()  # tokens taken for it are simply not used
+
+    async def _prepare(self, chunk: list[OutgoingMessage]) -> _Admission:
+        cancelled = await self.rt.redis.hexists(self.rt.settings.keys.campaign(self.cid),
+                                                "cancelled")
+        if cancelled:
+            return _Admission(cancelled=True, waiting=chunk)
+        admitted, waiting, sleep = await self._admit(chunk)
+        return _Admission(admitted=admitted, waiting=waiting, sleep=sleep)
 
     async def _admit(self, chunk: list[OutgoingMessage]
                      ) -> tuple[list[OutgoingMessage], list[OutgoingMessage], float]:

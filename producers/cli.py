@@ -149,13 +149,35 @@ def status(
             print(json.dumps(d))
         else:
             print_status(d, console)
-            for k, v in d["providers"].items():
-                console.print(f"[yellow]provider {st.provider}: {k} = {v}[/]")
+            for line in _provider_lines(st.provider, d["providers"]):
+                console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
 
     try:
         _run(go)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+
+
+def _clock(ts: str) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
+    except ValueError:
+        return ts
+
+
+def _provider_lines(provider: str, state: dict[str, str]) -> list[str]:
+    """What an operator needs to know about the provider, in words."""
+    lines = []
+    if "auth_error" in state:
+        lines.append(f"provider {provider}: credentials rejected at "
+                     f"{_clock(state.get('auth_error_at', ''))}: {state['auth_error']} "
+                     "(its batches wait and retry every minute)")
+    if "reason" in state:
+        scope = state.get("domain") or "the whole provider"
+        lines.append(f"provider {provider}: last throttled at {_clock(state.get('at', ''))} "
+                     f"for {scope}: {state['reason']} ({state.get('throttles', '?')} "
+                     f"throttling replies, {state.get('decreases', '?')} slow-downs so far)")
+    return lines
 
 
 def _provider_states(client: Any, settings: Any, provider: str) -> dict[str, str]:

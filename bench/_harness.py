@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,9 @@ __all__ = [
     "proc_cpu",
     "raise_on_signals",
     "redis_cpu",
+    "run_main",
     "sample_tree",
+    "start_run",
     "stop_process",
     "verdict",
     "vm_kb",
@@ -479,3 +482,24 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
         print("  ".join(cells).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a benchmark's ``main`` and exit with its code; Ctrl-C exits with 130 after the
+    script's own ``finally`` blocks have stopped its processes and deleted its keys."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: processes stopped and keys deleted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def start_run(args: Any, name: str) -> tuple[set[str], Path]:
+    """Common start of a benchmark's ``main``: signals unwind through ``finally``, the log
+    folder exists, and a scratch folder is made (the caller deletes it). Returns the
+    ``--only`` selection and the scratch folder."""
+    raise_on_signals()
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    only = {s.strip() for s in str(getattr(args, "only", "")).split(",") if s.strip()}
+    return only, Path(tempfile.mkdtemp(prefix=f"bulkmail-bench-{name}-"))

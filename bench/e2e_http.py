@@ -71,6 +71,7 @@ from _harness import (
     queue_keys,
     raise_on_signals,
     redis_cpu,
+    run_main,
     sample_tree,
     start_listening,
     stop_process,
@@ -555,13 +556,10 @@ def main(argv: list[str] | None = None) -> int:
                     run.notes.append(f"{run.label}: {note}")
             report(runs, cores)
             client.close()
-    except KeyboardInterrupt:
-        print("\ninterrupted: processes stopped and keys deleted", file=sys.stderr)
-        return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if all(r.ok and r.counts.get("sent") == r.messages for r in runs) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -72,9 +72,10 @@ from _harness import (
     prepare_campaign,
     print_table,
     queue_keys,
-    raise_on_signals,
     redis_cpu,
+    run_main,
     sample_tree,
+    start_run,
     verdict,
     wait_progress,
     wait_until_quiet,
@@ -473,12 +474,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    raise_on_signals()
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only, workdir = start_run(args, "e2e")
     from producers.demo import embedded_redis
 
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bulkmail-bench-e2e-"))
     runs: dict[str, Run] = {}
     try:
         with embedded_redis() as url, Sink(prefer_postfix=not args.python_sink) as sink:
@@ -518,13 +516,10 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: run_raw(client, sink, args.messages, workdir))
             report(runs, size, sink)
             client.close()
-    except KeyboardInterrupt:
-        print("\ninterrupted: processes stopped and keys deleted", file=sys.stderr)
-        return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

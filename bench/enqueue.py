@@ -46,6 +46,7 @@ from _harness import (
     queue_keys,
     raise_on_signals,
     redis_cpu,
+    run_main,
     verdict,
     vm_kb,
     wait_until_quiet,
@@ -179,9 +180,6 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((rows, run_size(client, url, folder, rows, args.profile)))
                 (folder / f"recipients-{rows}.csv").unlink()
             client.close()
-    except KeyboardInterrupt:
-        print("\ninterrupted: child stopped and keys deleted", file=sys.stderr)
-        return 130
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -227,4 +225,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -55,9 +55,10 @@ from _harness import (
     prepare_campaign,
     print_table,
     queue_keys,
-    raise_on_signals,
     redis_cpu,
+    run_main,
     sample_tree,
+    start_run,
     verdict,
     wait_until_quiet,
     wait_worker_ready,
@@ -519,12 +520,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    raise_on_signals()
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only, workdir = start_run(args, "rl")
     from producers.demo import embedded_redis
 
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bulkmail-bench-rl-"))
     acc: list[Accuracy] = []
     cost: AcquireCost | None = None
     overhead: list[Sent] = []
@@ -547,13 +545,10 @@ def main(argv: list[str] | None = None) -> int:
                                             args.log_dir, args.wait_idle, sink)
             report(acc, cost, overhead)
             client.close()
-    except KeyboardInterrupt:
-        print("\ninterrupted: processes stopped and keys deleted", file=sys.stderr)
-        return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -12,7 +12,7 @@ from celery import Celery
 from config.schema import CampaignSpec, Keys, State, decode_batch, queue_name
 from config.settings import Settings
 from producers import enqueue as enqueue_mod
-from producers.enqueue import enqueue_campaign
+from producers.enqueue import EnqueueResult, enqueue_campaign
 from workers.ledger import Ledger, Update
 
 pytestmark = pytest.mark.integration
@@ -85,11 +85,11 @@ def test_same_id_twice_enqueues_nothing(tmp_path: Path, settings: Settings,
         redis_client.delete(queue_name(provider_name))
 
 
-def test_resume_after_a_producer_crash(tmp_path: Path, settings: Settings, celery_app: Celery,
-                                       redis_client: redis.Redis[bytes], provider_name: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = _spec(provider_name)
-    rows = _rows(tmp_path, 50)
+def _crash_then_resume(monkeypatch: pytest.MonkeyPatch, settings: Settings,
+                       celery_app: Celery, client: redis.Redis[bytes], spec: CampaignSpec,
+                       rows: Path) -> EnqueueResult:
+    """Enqueue with the producer killed while writing its second chunk of 20 rows, then
+    run the same send again, as a user would after the crash."""
     monkeypatch.setattr(enqueue_mod, "CHUNK_ROWS", 20)
     calls = {"n": 0}
     real_flush = enqueue_mod._flush
@@ -101,11 +101,19 @@ def test_resume_after_a_producer_crash(tmp_path: Path, settings: Settings, celer
         real_flush(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(enqueue_mod, "_flush", crashing_flush)
+    with pytest.raises(KeyboardInterrupt):
+        enqueue_campaign(settings, celery_app, client, spec, rows)
+    monkeypatch.setattr(enqueue_mod, "_flush", real_flush)
+    return enqueue_campaign(settings, celery_app, client, spec, rows)
+
+
+def test_resume_after_a_producer_crash(tmp_path: Path, settings: Settings, celery_app: Celery,
+                                       redis_client: redis.Redis[bytes], provider_name: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec(provider_name)
+    rows = _rows(tmp_path, 50)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            enqueue_campaign(settings, celery_app, redis_client, spec, rows)
-        monkeypatch.setattr(enqueue_mod, "_flush", real_flush)
-        res = enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        res = _crash_then_resume(monkeypatch, settings, celery_app, redis_client, spec, rows)
         assert res.resumed and res.rows == 50
         st = Ledger(redis_client, settings.keys).status("c1")
         assert st is not None and st.enqueued and st.counts["queued"] == 50
@@ -224,22 +232,8 @@ def test_resume_finds_duplicates_of_rows_written_before_the_crash(
         provider_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _spec(provider_name)
     rows = _rows(tmp_path, 50, extra="U5@Example.TEST,again\nu45@example.test,again\n")
-    monkeypatch.setattr(enqueue_mod, "CHUNK_ROWS", 20)
-    calls = {"n": 0}
-    real_flush = enqueue_mod._flush
-
-    def crashing_flush(*args: object, **kwargs: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("producer killed")
-        real_flush(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(enqueue_mod, "_flush", crashing_flush)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            enqueue_campaign(settings, celery_app, redis_client, spec, rows)
-        monkeypatch.setattr(enqueue_mod, "_flush", real_flush)
-        res = enqueue_campaign(settings, celery_app, redis_client, spec, rows)
+        res = _crash_then_resume(monkeypatch, settings, celery_app, redis_client, spec, rows)
         assert res.resumed and res.rows == 52
         ledger = Ledger(redis_client, settings.keys)
         invalid = {e.row: e.detail["reason"] for e in ledger.entries("c1", {State.INVALID})}

@@ -16,9 +16,10 @@ import contextlib
 import gc
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery import Celery
@@ -27,7 +28,7 @@ import workers
 from config.schema import CampaignSpec, Recipient
 from config.settings import Settings
 from producers.campaign import header_variables
-from producers.recipients import InvalidRow, read_recipients
+from producers.recipients import InvalidRow, check_rows, read_recipients
 from workers.errors import InputError
 from workers.ledger import Ledger
 from workers.publish import publish_batches
@@ -60,20 +61,27 @@ def enqueue_campaign(
     app: Celery,
     client: redis.Redis[bytes],
     spec: CampaignSpec,
-    recipients: str | Path,
+    recipients: str | Path | Iterable[Mapping[str, Any]],
     *,
     on_progress: Callable[[EnqueueResult], None] | None = None,
 ) -> EnqueueResult:
-    """Enqueue ``spec`` for the rows of ``recipients``. See the module docstring."""
+    """Enqueue ``spec`` for ``recipients``: a ``.csv``/``.jsonl`` file, or rows given
+    in-process (dicts with an ``email`` key). See the module docstring."""
     started = time.perf_counter()
     ledger = Ledger(client, settings.keys)
-    rows = read_recipients(recipients, header_fields=header_variables(spec))
+    header_fields = header_variables(spec)
+    if isinstance(recipients, str | Path):
+        rows = read_recipients(recipients, header_fields=header_fields)
+        source = str(recipients)
+    else:
+        rows = check_rows(recipients, header_fields=header_fields)
+        source = "api"
     # Read the first row before writing anything: a file-level problem (no 'email'
     # column, undecodable header) must fail the send with nothing half-enqueued.
     first_row = next(rows, None)
     if first_row is not None:
         rows = itertools.chain([first_row], rows)
-    result = EnqueueResult(spec.id, created=ledger.create_campaign(spec, source=str(recipients)))
+    result = EnqueueResult(spec.id, created=ledger.create_campaign(spec, source=source))
     start_row = 0
     if not result.created:
         existing = ledger.spec(spec.id)

@@ -13,7 +13,7 @@ import csv
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,12 @@ from email_validator.syntax import validate_email_domain_name
 from config.schema import Recipient
 from workers.errors import InputError
 
-__all__ = ["InvalidRow", "check_address", "read_recipients"]
+__all__ = [
+    "InvalidRow",
+    "check_address",
+    "check_rows",
+    "read_recipients",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,14 @@ def _read_jsonl(path: Path, header_fields: frozenset[str]
                 yield InvalidRow(row, "", f"line {line_no}: expected a JSON object")
                 continue
             yield _check_row(row, obj, header_fields)
+
+
+def check_rows(rows: Iterable[Mapping[str, Any]], *,
+               header_fields: frozenset[str] = frozenset()) -> Iterator[Recipient | InvalidRow]:
+    """Rows given in-process (dicts with an ``email`` key), checked like a file's rows and
+    numbered from 1."""
+    for row, fields in enumerate(rows, start=1):
+        yield _check_row(row, dict(fields), header_fields)
 
 
 def read_recipients(path: str | Path, *, header_fields: frozenset[str] = frozenset()

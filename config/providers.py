@@ -153,6 +153,8 @@ class SesConfig(_HttpBase):
     access_key_id_env: str | None = None
     secret_access_key_env: str | None = None
     configuration_set: str | None = None
+    #: name of an SES stored template: when set, send with SendBulkEmail (see ses.py)
+    bulk_template: str | None = Field(default=None, min_length=1)
 
 
 class HttpConfig(_HttpBase):

@@ -232,6 +232,7 @@ class CompiledCampaign:
             html=None if self._html is None else self._html.render(context),
             reply_to=reply_to,
             headers=headers,
+            variables=recipient.vars,
         )
 
     @staticmethod

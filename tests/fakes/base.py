@@ -8,6 +8,7 @@ shapes, and what each recipient would receive (:attr:`FakeApi.delivered`).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 from collections import deque
@@ -57,7 +58,7 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None
                           headers={"Content-Type": "application/json", **(headers or {})})
 
 
-class FakeApi:
+class FakeApi(abc.ABC):
     """Base of the fakes: subclasses implement :meth:`serve`."""
 
     def __init__(self) -> None:
@@ -98,8 +99,9 @@ class FakeApi:
         finally:
             self.in_flight -= 1
 
+    @abc.abstractmethod
     def serve(self, request: httpx.Request) -> httpx.Response:
-        raise NotImplementedError
+        """The provider's answer to a request that was not faulted."""
 
     def calls(self, path: str) -> list[httpx.Request]:
         """The requests made to ``path`` (faulted ones included)."""

@@ -276,6 +276,106 @@ def test_ses_tampered_body_fails_the_signature() -> None:
     assert run(go).status_code == 403
 
 
+def _ses_bulk(to: list[str], template: str = "newsletter", sender: str = "news@example.com",
+              **extra: Any) -> dict[str, Any]:
+    return {"FromEmailAddress": sender,
+            "DefaultContent": {"Template": {"TemplateName": template,
+                                            "TemplateData": '{"name": "friend"}'}},
+            "BulkEmailEntries": [
+                {"Destination": {"ToAddresses": [rcpt]},
+                 "ReplacementEmailContent": {"ReplacementTemplate": {
+                     "ReplacementTemplateData": json.dumps({"name": f"N{i}", "email": rcpt})}},
+                 "ReplacementTags": [{"Name": "bulkmail_id", "Value": f"t{i}"}],
+                 "ReplacementHeaders": [{"Name": "X-A", "Value": str(i)}]}
+                for i, rcpt in enumerate(to)],
+            **extra}
+
+
+def test_ses_send_bulk_email_answers_each_entry_in_order() -> None:
+    fake = FakeSes(rejected={"bad@example.org"},
+                   bulk_status={"slow@example.org": "ACCOUNT_THROTTLED",
+                                "temp@example.org": "TRANSIENT_FAILURE"})
+    url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-bulk-emails"
+    to = ["a@example.org", "bad@example.org", "slow@example.org", "temp@example.org",
+          "b@example.org"]
+
+    async def go() -> httpx.Response:
+        data, headers = _signed(url, _ses_bulk(to))
+        async with fake.client() as c:
+            return await c.post(url, content=data, headers=headers)
+
+    r = run(go)
+    assert r.status_code == 200
+    results = r.json()["BulkEmailEntryResults"]
+    assert [e["Status"] for e in results] == ["SUCCESS", "MESSAGE_REJECTED",
+                                              "ACCOUNT_THROTTLED", "TRANSIENT_FAILURE",
+                                              "SUCCESS"]
+    assert results[0]["MessageId"] and "MessageId" not in results[1]
+    assert all(e["Error"] for e in results[1:4])
+    assert [(d.to, d.subject, d.text, d.html, d.headers, d.meta, d.provider_id)
+            for d in fake.delivered] == [
+        ("a@example.org", "Hello N0", "Hi N0 <a@example.org>", "<p>Hi N0</p>", {"X-A": "0"},
+         {"bulkmail_id": "t0"}, results[0]["MessageId"]),
+        ("b@example.org", "Hello N4", "Hi N4 <b@example.org>", "<p>Hi N4</p>", {"X-A": "4"},
+         {"bulkmail_id": "t4"}, results[4]["MessageId"])]
+
+
+def test_ses_send_bulk_email_limits_template_identity_and_signature() -> None:
+    fake = FakeSes()
+    url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-bulk-emails"
+    no_name = _ses_bulk(["a@example.org"])
+    no_name["BulkEmailEntries"][0]["ReplacementEmailContent"]["ReplacementTemplate"][
+        "ReplacementTemplateData"] = '{"email": "a@example.org"}'
+    bad_data = _ses_bulk(["a@example.org"])
+    bad_data["BulkEmailEntries"][0]["ReplacementEmailContent"]["ReplacementTemplate"][
+        "ReplacementTemplateData"] = "not json"
+
+    async def post(body: dict[str, Any], **kw: Any) -> httpx.Response:
+        data, headers = _signed(url, body, **kw)
+        async with fake.client() as c:
+            return await c.post(url, content=data, headers=headers)
+
+    async def go() -> list[httpx.Response]:
+        return [
+            await post(_ses_bulk([f"u{i}@example.org" for i in range(50)])),
+            await post(_ses_bulk([f"u{i}@example.org" for i in range(51)])),
+            await post(_ses_bulk([])),
+            await post(_ses_bulk(["a@example.org"], template="missing")),
+            await post(_ses_bulk(["a@example.org"], sender="x@unverified.com")),
+            await post(_ses_bulk(["a@example.org"]), secret="wrong"),
+            await post(bad_data),
+            await post(no_name),
+        ]
+
+    full, too_many, empty, missing, unverified, bad_sig, invalid, unrendered = run(go)
+    assert full.status_code == 200 and len(full.json()["BulkEmailEntryResults"]) == 50
+    assert too_many.status_code == 400 and empty.status_code == 400
+    assert too_many.headers["x-amzn-ErrorType"].startswith("BadRequestException")
+    assert missing.status_code == 404
+    assert missing.headers["x-amzn-ErrorType"].startswith("NotFoundException")
+    assert unverified.status_code == 400
+    assert unverified.headers["x-amzn-ErrorType"].startswith("MessageRejected")
+    assert bad_sig.status_code == 403 and invalid.status_code == 400
+    # the default TemplateData fills in what an entry lacks; SES renders after accepting
+    assert unrendered.json()["BulkEmailEntryResults"][0]["Status"] == "SUCCESS"
+    assert fake.render_failures == []
+    assert len(fake.delivered) == 51 and fake.delivered[-1].subject == "Hello friend"
+
+
+def test_ses_send_bulk_email_rendering_failure_is_silent() -> None:
+    fake = FakeSes(templates={"t": {"Subject": "Hi {{name}}", "Text": "{{city}}"}})
+    url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-bulk-emails"
+
+    async def go() -> httpx.Response:
+        data, headers = _signed(url, _ses_bulk(["a@example.org"], template="t"))
+        async with fake.client() as c:
+            return await c.post(url, content=data, headers=headers)
+
+    r = run(go)
+    assert r.json()["BulkEmailEntryResults"][0]["Status"] == "SUCCESS"
+    assert fake.delivered == [] and fake.render_failures == [("a@example.org", "city")]
+
+
 # -- Resend -------------------------------------------------------------------------------
 def _re(to: str) -> dict[str, Any]:
     return {"from": "news@example.com", "to": [to], "subject": "S", "text": "T",

@@ -191,7 +191,11 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
 
     run = _Run(rt, cid, batch_no, cfg, provider, ledger, suppression, index_of, email_of,
                details, report, held)
-    await run.send_all(messages)
+    try:
+        await run.send_all(messages)
+    finally:
+        # give capped connections back: between tasks nothing on this loop could
+        await provider.release_idle()
     if run.next_due is not None:
         await retry.schedule(retry_member(cid, batch_no), run.next_due, only_if_earlier=True)
 

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from config.providers import SmtpConfig
+from config.schema import Keys
 from tests.smtp_script import ScriptedSMTP
 from workers.errors import (
     AmbiguousDeliveryError,
@@ -22,6 +24,8 @@ from workers.errors import (
 )
 from workers.providers.base import OutgoingMessage
 from workers.providers.smtp import SmtpProvider
+from workers.ratelimit import ConnectionLeases
+from workers.ratelimit.gate import LeaseGate
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +134,29 @@ def test_rejected_credentials_stop_the_provider(monkeypatch: pytest.MonkeyPatch)
         assert "wrong" not in str(exc.value)
     finally:
         ctl.stop()
+
+
+def test_capped_sessions_are_given_back_when_the_batch_ends(
+        server: ScriptedSMTP, redis_url: str, keys: Keys) -> None:
+    """Between tasks nothing runs on a worker's loop, so a capped pool closes its idle
+    sessions at the end of each batch; otherwise one process that finished its batch would
+    keep every lease and starve the others (seen in the cluster cap test)."""
+
+    async def go() -> tuple[int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        cfg = _cfg(server.port, pool_size=3, max_connections=3)
+        leases = ConnectionLeases(client, keys, "p", cfg)
+        provider = SmtpProvider("p", cfg, gate=LeaseGate(leases, "test", wait=1.0))
+        try:
+            results = await provider.send([_msg(i, f"u{i}@example.test") for i in range(9)])
+            assert all(r.ok for r in results)
+            during = await leases.live()
+            await provider.release_idle()
+            return during, await leases.live()
+        finally:
+            await provider.aclose()
+            await client.aclose()
+
+    during, after = asyncio.run(go())
+    assert 1 <= during <= 3
+    assert after == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from workers.errors import DeliveryError
 
@@ -21,6 +21,8 @@ class OutgoingMessage:
     ``message_id`` the stable RFC 5322 Message-ID (also our correlation id for provider
     events). ``mime`` is the complete message (CRLF line ends), set when the provider
     wants raw MIME (SMTP, SES raw); API providers read the rendered parts instead.
+    ``variables`` are the recipient's own variables (not ``email``), for providers that
+    render a stored template themselves (SES SendBulkEmail).
     """
 
     row: int
@@ -34,6 +36,7 @@ class OutgoingMessage:
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     mime: bytes | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
 
     @property
     def correlation_id(self) -> str:
@@ -73,6 +76,12 @@ class Provider(Protocol):
         results of messages already accepted in its ``results``), or a
         :class:`~workers.errors.TransientDeliveryError` when nothing could be tried.
         """
+        ...
+
+    async def release_idle(self) -> None:
+        """Called when a batch is done. A provider whose connections are capped across
+        the cluster closes its idle ones here, so that other processes can have them:
+        between tasks nothing runs on the process loop to hand them back."""
         ...
 
     async def aclose(self) -> None:

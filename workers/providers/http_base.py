@@ -335,6 +335,9 @@ class HttpProvider(ABC, Generic[CfgT]):
                                     error=TransientDeliveryError("no result from the provider"))
         return [r for r in results if r is not None]
 
+    async def release_idle(self) -> None:
+        return None  # HTTP keep-alive connections are not capped across the cluster
+
     async def aclose(self) -> None:
         """Close the kept-alive connections."""
         client, self._client = self._client, None

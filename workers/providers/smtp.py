@@ -111,6 +111,8 @@ class SmtpPool:
         self.cfg = cfg
         self._password = password
         self._gate: ConnectionGate = gate or _NoGate()
+        #: with a cluster-wide connection cap, idle sessions are closed after each batch
+        self.capped = gate is not None
         self._idle: list[_Session] = []
         self._slots = asyncio.Semaphore(cfg.pool_size)
         self._live = 0  # open sessions, idle or busy
@@ -403,6 +405,10 @@ class SmtpProvider:
         if isinstance(error, ProviderAuthError):
             raise error
         return SendResult(msg.row, error=error)
+
+    async def release_idle(self) -> None:
+        if self.pool.capped:
+            await self.pool.close()
 
     async def aclose(self) -> None:
         await self.pool.close()

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from config.providers import ProviderConfig, SmtpConfig
 from config.settings import Settings
 from workers.providers import Provider, create_provider
+from workers.providers.http_base import HttpProvider
 from workers.providers.smtp import SmtpProvider
 from workers.ratelimit import ConnectionLeases, RateLimiter
 from workers.ratelimit.gate import LeaseGate
@@ -111,12 +112,17 @@ class Runtime:
         provider = self._providers.get(name)
         if provider is None:
             cfg = self.provider_configs[name]
-            if isinstance(cfg, SmtpConfig) and cfg.max_connections is not None:
+            gate = None
+            if cfg.max_connections is not None:
+                # SMTP: one lease per open session; HTTP APIs: one per call in flight
                 leases = ConnectionLeases(self.redis, self.settings.keys, name, cfg)
                 gate = LeaseGate(leases, self.worker_id, wait=cfg.max_wait)
+            if isinstance(cfg, SmtpConfig):
                 provider = SmtpProvider(name, cfg, gate=gate)
             else:
                 provider = create_provider(name, cfg)
+                if gate is not None and isinstance(provider, HttpProvider):
+                    provider.call_gate = gate
             self._providers[name] = provider
         return provider
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from workers.errors import DeliveryError
 
-__all__ = ["OutgoingMessage", "Provider", "SendResult"]
+__all__ = ["ConnectionGate", "Lease", "NoGate", "OutgoingMessage", "Provider", "SendResult"]
 
 
 @dataclass(slots=True)
@@ -87,3 +87,37 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Close pooled connections / HTTP clients."""
         ...
+
+
+class ConnectionGate(Protocol):
+    """Cluster-wide admission of new connections (see ``workers.ratelimit.gate``)."""
+
+    async def open(self, *, wait: bool) -> Lease | None:
+        """A lease for one more connection; ``None`` at the cap (after waiting up to the
+        provider's ``max_wait`` when ``wait``)."""
+        ...
+
+
+class Lease(Protocol):
+    async def renew(self) -> bool:
+        """Keep the place; False when it had expired (stop using the connection)."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+class _FreeLease:
+    """The lease of an uncapped provider: always granted, nothing to give back."""
+
+    async def renew(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+class NoGate:
+    """No cluster-wide cap."""
+
+    async def open(self, *, wait: bool) -> Lease | None:
+        return _FreeLease()

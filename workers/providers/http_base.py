@@ -42,9 +42,10 @@ from workers.errors import (
     DeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
+    ProviderBusyError,
     TransientDeliveryError,
 )
-from workers.providers.base import OutgoingMessage, SendResult
+from workers.providers.base import ConnectionGate, NoGate, OutgoingMessage, SendResult
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -237,6 +238,8 @@ class HttpProvider(ABC, Generic[CfgT]):
         self._client: httpx.AsyncClient | None = None
         self._limit: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: cluster-wide cap on calls in flight (``max_connections``); set by the runtime
+        self.call_gate: ConnectionGate = NoGate()
         #: credentials sent with every request; kept out of repr and of every message
         self.auth_headers: dict[str, str] = {}
         self.prepare()
@@ -379,25 +382,40 @@ class HttpProvider(ABC, Generic[CfgT]):
         async with limit:
             if state.auth is not None:
                 return  # the key was rejected by another call: do not try again
-            request = client.build_request(
-                "POST", call.path, content=call.body,
-                headers={"Content-Type": call.content_type, **call.headers},
-            )
-            self.authorize(request)
+            lease = await self.call_gate.open(wait=True)
+            if lease is None:
+                # max_connections calls are in flight across the cluster: not the
+                # recipients' fault, so their messages are parked, not deferred
+                state.fail(call, ProviderBusyError(
+                    f"{self.name}: {self.cfg.max_connections} calls in flight across the "
+                    "cluster (max_connections)"))
+                return
             try:
-                # httpx's timeouts are per read/write; this bounds the whole exchange so
-                # a provider that drips its answer cannot hold a slot forever.
-                async with asyncio.timeout(self.cfg.timeout):
-                    response = await client.send(request)
-            except _NOT_SENT as exc:
-                state.fail(call, TransientDeliveryError(f"{self._where()}: {_describe(exc)}"))
-                return
-            except (httpx.TransportError, TimeoutError) as exc:
-                # The request went out and no answer came: it may have been accepted.
-                state.fail(call, AmbiguousDeliveryError(
-                    f"{self._where()}: no response: {_describe(exc)}"))
-                return
-        self._read(call, response, state, may_retry)
+                response = await self._exchange(client, call, state)
+            finally:
+                await lease.release()
+        if response is not None:
+            self._read(call, response, state, may_retry)
+
+    async def _exchange(self, client: httpx.AsyncClient, call: ApiCall, state: _Run
+                        ) -> httpx.Response | None:
+        request = client.build_request(
+            "POST", call.path, content=call.body,
+            headers={"Content-Type": call.content_type, **call.headers},
+        )
+        self.authorize(request)
+        try:
+            # httpx's timeouts are per read/write; this bounds the whole exchange so
+            # a provider that drips its answer cannot hold a slot forever.
+            async with asyncio.timeout(self.cfg.timeout):
+                return await client.send(request)
+        except _NOT_SENT as exc:
+            state.fail(call, TransientDeliveryError(f"{self._where()}: {_describe(exc)}"))
+        except (httpx.TransportError, TimeoutError) as exc:
+            # The request went out and no answer came: it may have been accepted.
+            state.fail(call, AmbiguousDeliveryError(
+                f"{self._where()}: no response: {_describe(exc)}"))
+        return None
 
     def _read(self, call: ApiCall, response: httpx.Response, state: _Run,
               may_retry: bool) -> None:

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from email.utils import parseaddr
-from typing import Literal, Protocol
+from typing import Literal
 
 import aiosmtplib
 
@@ -33,42 +33,12 @@ from workers.errors import (
     ProviderBusyError,
     TransientDeliveryError,
 )
-from workers.providers.base import OutgoingMessage, SendResult
+from workers.providers.base import ConnectionGate, Lease, NoGate, OutgoingMessage, SendResult
 from workers.providers.smtp_pipeline import PipelinedWire, Reply, WireLost, dot_stuff
 
-__all__ = ["ConnectionGate", "Lease", "SmtpPool", "SmtpProvider", "create", "envelope_address"]
+__all__ = ["SmtpPool", "SmtpProvider", "create", "envelope_address"]
 
 Stage = Literal["connect", "helo", "auth", "mail", "rcpt", "data"]
-
-
-class ConnectionGate(Protocol):
-    """Cluster-wide admission of new connections (see ``workers.ratelimit.gate``)."""
-
-    async def open(self, *, wait: bool) -> Lease | None:
-        """A lease for one more connection; ``None`` at the cap (after waiting up to the
-        provider's ``max_wait`` when ``wait``)."""
-        ...
-
-
-class Lease(Protocol):
-    async def renew(self) -> bool:
-        """Keep the place; False when it had expired (stop using the connection)."""
-        ...
-
-    async def release(self) -> None: ...
-
-
-class _FreeLease:
-    async def renew(self) -> bool:
-        return True
-
-    async def release(self) -> None:
-        return None
-
-
-class _NoGate:
-    async def open(self, *, wait: bool) -> Lease | None:
-        return _FreeLease()
 
 
 def envelope_address(header_value: str) -> str:
@@ -110,7 +80,7 @@ class SmtpPool:
         self.name = name
         self.cfg = cfg
         self._password = password
-        self._gate: ConnectionGate = gate or _NoGate()
+        self._gate: ConnectionGate = gate or NoGate()
         #: with a cluster-wide connection cap, idle sessions are closed after each batch
         self.capped = gate is not None
         self._idle: list[_Session] = []

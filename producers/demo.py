@@ -187,6 +187,8 @@ def run_demo(*, recipients: int, workers: int, keep: bool, console: Console) -> 
                 f"{status.counts['invalid']} invalid, {status.counts['failed']} failed; "
                 f"the capture server received {smtp.received} messages.")
             console.print(f"captured mail: {mail_dir}/ (one .eml per message)")
+            console.print("(the pace here is the capture server's, which writes every message "
+                          "to disk; `make bench` measures bulkmail against a fast sink)")
             console.print(f"every row accounted for: bulkmail status {spec.id} --list invalid "
                           f"(with BULKMAIL_REDIS_URL={url} BULKMAIL_KEY_PREFIX={prefix})")
         finally:

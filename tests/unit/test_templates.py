@@ -375,3 +375,27 @@ def test_any_variable_value_is_sent_exactly_or_refused(value: str) -> None:
     assert isinstance(text, EmailMessage) and isinstance(html, EmailMessage)
     assert text.get_content().replace("\r\n", "\n") == (value + "\n" if value else "")
     assert html.get_content().replace("\r\n", "\n") == f"<i>{escape(value)}</i>\n"
+
+
+def test_one_click_unsubscribe_headers_per_recipient() -> None:
+    """RFC 8058 / Gmail-Yahoo bulk-sender rules: a per-recipient List-Unsubscribe URL and
+    mailto, plus List-Unsubscribe-Post, as campaign headers."""
+    import email
+    import email.policy
+
+    from config.schema import CampaignSpec, Recipient
+    from workers.templates import CompiledCampaign
+
+    spec = CampaignSpec(
+        id="c1", provider="p", sender="Shop <news@shop.test>", subject="Hi", text="x",
+        headers={"List-Unsubscribe": "<https://shop.test/u/{{ token }}>, "
+                                     "<mailto:unsub@shop.test?subject={{ token }}>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    compiled = CompiledCampaign.compile(spec)
+    for token in ("abc123", "zz9"):
+        msg = compiled.render(Recipient(1, "a@example.test", {"token": token}))
+        parsed = email.message_from_bytes(compiled.build_mime(msg),
+                                          policy=email.policy.default)
+        assert parsed["List-Unsubscribe"] == (f"<https://shop.test/u/{token}>, "
+                                              f"<mailto:unsub@shop.test?subject={token}>")
+        assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

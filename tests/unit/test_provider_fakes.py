@@ -234,14 +234,20 @@ def _ses_email(to: list[str], sender: str = "news@example.com") -> dict[str, Any
             "EmailTags": [{"Name": "bulkmail_id", "Value": "abc"}]}
 
 
+async def _post_signed(fake: FakeSes, url: str, body: dict[str, Any], **kw: Any
+                       ) -> httpx.Response:
+    """POST ``body`` to the SES fake, SigV4-signed (``kw`` can spoil the signature)."""
+    data, headers = _signed(url, body, **kw)
+    async with fake.client() as c:
+        return await c.post(url, content=data, headers=headers)
+
+
 def test_ses_send_email_checks_signature_identity_and_recipients() -> None:
     fake = FakeSes(rejected={"bad@example.org"})
     url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
 
     async def post(body: dict[str, Any], **kw: Any) -> httpx.Response:
-        data, headers = _signed(url, body, **kw)
-        async with fake.client() as c:
-            return await c.post(url, content=data, headers=headers)
+        return await _post_signed(fake, url, body, **kw)
 
     async def go() -> list[httpx.Response]:
         return [
@@ -331,9 +337,7 @@ def test_ses_send_bulk_email_limits_template_identity_and_signature() -> None:
         "ReplacementTemplateData"] = "not json"
 
     async def post(body: dict[str, Any], **kw: Any) -> httpx.Response:
-        data, headers = _signed(url, body, **kw)
-        async with fake.client() as c:
-            return await c.post(url, content=data, headers=headers)
+        return await _post_signed(fake, url, body, **kw)
 
     async def go() -> list[httpx.Response]:
         return [

@@ -181,8 +181,10 @@ def _provider_lines(provider: str, state: dict[str, str]) -> list[str]:
 
 
 def _provider_states(client: Any, settings: Any, provider: str) -> dict[str, str]:
-    raw = client.hgetall(settings.keys.provider_state(provider))
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    from workers.provider_state import ProviderState
+    from workers.redis_ops import run_sync
+
+    return run_sync(client, ProviderState(settings.keys, provider).read()).fields
 
 
 @app.command()

@@ -24,7 +24,6 @@ from typing import Any
 import redis
 from celery import Celery
 
-import workers
 from config.schema import CampaignSpec, Recipient
 from config.settings import Settings
 from producers.campaign import header_variables
@@ -32,6 +31,7 @@ from producers.recipients import InvalidRow, check_rows, read_recipients
 from workers.errors import InputError
 from workers.ledger import Ledger
 from workers.publish import publish_batches
+from workers.redis_ops import LuaScript, run_sync, script
 from workers.tasks import task_id
 
 __all__ = ["EnqueueResult", "enqueue_campaign"]
@@ -41,7 +41,7 @@ CHUNK_ROWS = 5000
 #: a chunk is also written when this many rows (valid or not) are buffered
 MAX_BUFFERED = 20000
 
-_DEDUPE_LUA = (Path(workers.__file__).parent / "lua" / "dedupe.lua").read_text()
+_DEDUPE = LuaScript.load("dedupe.lua")
 
 
 @dataclass(slots=True)
@@ -164,10 +164,10 @@ def _dedupe(client: redis.Redis[bytes], key: str, items: Iterable[Recipient | In
     if not valid:
         return valid, invalid
     # Addresses are never empty and never hold "\n" (check_address), the separator.
-    reply = client.register_script(_DEDUPE_LUA)(keys=[key], args=[
+    reply = run_sync(client, script(_DEDUPE, [key], [
         "\n".join([r.email.lower() for r in valid]),
         "\n".join([str(r.row) for r in valid]),
-    ])
+    ]))
     if reply:
         dup_at: set[int] = set()
         for pos, first_row in zip(reply[::2], reply[1::2], strict=True):

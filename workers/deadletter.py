@@ -5,8 +5,8 @@ One Redis hash (``keys.dead_letters``): ``"{campaign_id}:{row}"`` -> JSON
 still says ``failed`` for these recipients; requeueing (the ``dlq requeue`` command) moves
 them back to ``queued`` there and then removes their entries here.
 
-:class:`DeadLetters` (sync) and :class:`AsyncDeadLetters` (``redis.asyncio``) share every
-operation through :mod:`workers.retry`'s sans-I/O plumbing.
+:class:`DeadLetters` (sync) and :class:`AsyncDeadLetters` (``redis.asyncio``, only what
+the worker uses) run the same operations, written once with :mod:`workers.redis_ops`.
 """
 
 from __future__ import annotations
@@ -226,34 +226,10 @@ class DeadLetters(_Letters["SyncRedis"]):
 
 
 class AsyncDeadLetters(_Letters["AsyncRedis"]):
-    """:class:`DeadLetters` over a ``redis.asyncio`` client; every method a coroutine."""
-
-    async def record(
-        self, campaign_id: str, row: int, email: str, reply: str, attempts: int, provider: str
-    ) -> DeadLetter:
-        """See :meth:`DeadLetters.record`."""
-        return await run_async(
-            self._client, self._ops.record(campaign_id, row, email, reply, attempts, provider)
-        )
+    """What the worker's event loop does with dead letters (over ``redis.asyncio``):
+    record the recipients whose retries ran out. Listing and requeueing are the CLI's
+    (:class:`DeadLetters`); both run the same operations."""
 
     async def record_many(self, letters: Iterable[DeadLetter]) -> int:
         """See :meth:`DeadLetters.record_many`."""
         return await run_async(self._client, self._ops.record_many(letters))
-
-    async def get(self, campaign_id: str, row: int) -> DeadLetter | None:
-        """See :meth:`DeadLetters.get`."""
-        return await run_async(self._client, self._ops.get(campaign_id, row))
-
-    async def list(
-        self, campaign_id: str | None = None, limit: int = 100, *, cursor: str | None = None
-    ) -> DeadLetterPage:
-        """See :meth:`DeadLetters.list`."""
-        return await run_async(self._client, self._ops.list(campaign_id, limit, cursor))
-
-    async def remove(self, entries: Iterable[DeadLetter | str]) -> int:
-        """See :meth:`DeadLetters.remove`."""
-        return await run_async(self._client, self._ops.remove(entries))
-
-    async def count(self, campaign_id: str | None = None) -> int:
-        """See :meth:`DeadLetters.count`."""
-        return await run_async(self._client, self._ops.count(campaign_id))

@@ -6,6 +6,10 @@
 4. per chunk: take tokens from the cluster-wide buckets, send, and write the outcomes to
    the ledger at once (so a crash can duplicate only what was in flight);
 5. deferred recipients put the batch on the provider's retry queue for their due time.
+
+Times written to Redis (due times, first/next attempt in the ledger) are on the Redis
+server's clock: read once per batch and advanced by the local monotonic clock
+(:class:`BatchClock`); the retry queue is given delays, never local timestamps.
 """
 
 from __future__ import annotations
@@ -20,18 +24,22 @@ from typing import Any
 
 from config.providers import ProviderConfig
 from config.schema import State
+from workers.batchlock import BatchLock
 from workers.deadletter import AsyncDeadLetters
 from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
 from workers.ledger import AsyncLedger, Update, detail_json
 from workers.outcomes import Outcomes, decide
+from workers.provider_state import ProviderState
 from workers.providers.base import OutgoingMessage, Provider, SendResult
 from workers.ratelimit import plan_rest
+from workers.redis_ops import run_async, server_time
 from workers.retry import AsyncRetryQueue
 from workers.runtime import Runtime
 from workers.suppression import AsyncSuppressionList
 from workers.templates import CompiledCampaign
 
 __all__ = [
+    "BatchClock",
     "BatchReport",
     "deliver_batch",
     "domain_of",
@@ -76,14 +84,30 @@ class BatchReport:
                 f"parked={self.parked}")
 
 
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
-_RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
-          "return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0")
+class BatchClock:
+    """The Redis server's clock during one batch: read once, advanced by the local
+    monotonic clock. Due times written from it compare correctly with the pump's
+    ``TIME`` however wrong this machine's wall clock is (a batch lasts seconds, so the
+    drift between the two rates is negligible)."""
 
+    __slots__ = ("_base", "_mono")
 
-async def _release_lock(rt: Runtime, key: str) -> None:
-    # Delete only our own lock: after a long stall another worker may hold it now.
-    await rt.redis.register_script(_RELEASE)(keys=[key], args=[rt.worker_id])
+    def __init__(self, server_now: float) -> None:
+        self._base = server_now
+        self._mono = time.monotonic()
+
+    @classmethod
+    async def read(cls, rt: Runtime) -> BatchClock:
+        """Anchor on the server's ``TIME`` (one round trip)."""
+        return cls(await run_async(rt.redis, server_time()))
+
+    def now(self) -> float:
+        """Unix seconds on the Redis server's clock."""
+        return self._base + (time.monotonic() - self._mono)
+
+    def delay_until(self, when: float) -> float:
+        """Seconds from now until ``when`` (a time on this clock); negative if past."""
+        return when - self.now()
 
 
 async def deliver_batch(rt: Runtime, cid: str, batch_no: int) -> BatchReport:
@@ -98,51 +122,25 @@ async def deliver_batch(rt: Runtime, cid: str, batch_no: int) -> BatchReport:
     provider_name = compiled.spec.provider
     retry = AsyncRetryQueue(rt.redis, keys, provider_name)
 
-    lock = keys.batch_lock(cid, batch_no)
-    ttl = rt.settings.batch_lock_ttl
-    if not await rt.redis.set(lock, rt.worker_id, nx=True, ex=ttl):
+    # Keep a short TTL (a killed worker frees the batch quickly) however long the batch
+    # runs: the lock renews itself and says when it is lost (see workers.batchlock).
+    lock = BatchLock(rt.redis, keys.batch_lock(cid, batch_no), token=rt.worker_id,
+                     ttl=rt.settings.batch_lock_ttl)
+    if not await lock.acquire():
         # Another worker is sending this batch (or died doing so: its lock expires within
         # the TTL because nobody renews it). Look again once the lock is due to lapse.
-        remaining = max(int(await rt.redis.pttl(lock)), 0) / 1000
-        await retry.schedule(retry_member(cid, batch_no),
-                             time.time() + remaining + LOCKED_SLACK, only_if_earlier=True)
+        remaining = await lock.remaining()
+        await retry.schedule(retry_member(cid, batch_no), remaining + LOCKED_SLACK,
+                             only_if_earlier=True)
         report.skipped = f"another worker holds this batch; looking again in {remaining:.0f}s"
         return report
-    held = _LockHold()
-    renewer = asyncio.ensure_future(_renew_lock(rt, lock, ttl, held))
-    try:
-        await _deliver_locked(rt, cid, batch_no, compiled, retry, report, held)
-    finally:
-        renewer.cancel()
-        await _release_lock(rt, lock)
+    async with lock.renewing():
+        await _deliver_locked(rt, cid, batch_no, compiled, retry, report, lock)
     return report
 
 
-class _LockHold:
-    """Whether this process still owns the batch lock (checked before every chunk)."""
-
-    __slots__ = ("lost",)
-
-    def __init__(self) -> None:
-        self.lost = False
-
-
-async def _renew_lock(rt: Runtime, key: str, ttl: int, held: _LockHold) -> None:
-    # Keep a short TTL (a killed worker frees the batch quickly) however long the batch
-    # runs: renew at a third of it, but only while the lock is still ours. A process that
-    # stalled past the TTL (SIGSTOP, a paused VM) may find another worker on the batch:
-    # then it stops before its next chunk instead of sending alongside it.
-    renew = rt.redis.register_script(_RENEW)
-    while True:
-        await asyncio.sleep(ttl / 3)
-        if not await renew(keys=[key], args=[rt.worker_id, ttl]):
-            held.lost = True
-            log.warning("lost the lock of %s to another worker; stopping this batch", key)
-            return
-
-
 async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: CompiledCampaign,
-                          retry: AsyncRetryQueue, report: BatchReport, held: _LockHold
+                          retry: AsyncRetryQueue, report: BatchReport, held: BatchLock
                           ) -> None:
     keys = rt.settings.keys
     spec = compiled.spec
@@ -155,7 +153,8 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
     if not todo:
         report.skipped = "nothing left to send"
         return
-    now = time.time()
+    clock = await BatchClock.read(rt)
+    now = clock.now()
 
     # Deferred recipients wait for their own due time even when the batch comes back
     # earlier (it is scheduled for the earliest of them).
@@ -164,7 +163,8 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
     todo = [(i, r) for i, r in todo
             if not (i in details and float(details[i].get("n", 0)) > now + 1)]
     if later:
-        await retry.schedule(retry_member(cid, batch_no), min(later), only_if_earlier=True)
+        await retry.schedule(retry_member(cid, batch_no), clock.delay_until(min(later)),
+                             only_if_earlier=True)
 
     suppressed = await suppression.filter_many([r.email for _, r in todo])
     updates: list[Update] = []
@@ -190,14 +190,15 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
     await ledger.update(cid, batch_no, updates)
 
     run = _Run(rt, cid, batch_no, cfg, provider, ledger, suppression, index_of, email_of,
-               details, report, held)
+               details, report, held, clock)
     try:
         await run.send_all(messages)
     finally:
         # give capped connections back: between tasks nothing on this loop could
         await provider.release_idle()
     if run.next_due is not None:
-        await retry.schedule(retry_member(cid, batch_no), run.next_due, only_if_earlier=True)
+        await retry.schedule(retry_member(cid, batch_no), clock.delay_until(run.next_due),
+                             only_if_earlier=True)
 
 
 def domain_of(address: str) -> str:
@@ -220,13 +221,14 @@ class _Run:
     def __init__(self, rt: Runtime, cid: str, batch_no: int, cfg: ProviderConfig,
                  provider: Provider, ledger: AsyncLedger, suppression: AsyncSuppressionList,
                  index_of: dict[int, int], email_of: dict[int, str],
-                 details: dict[int, dict[str, Any]], report: BatchReport, held: _LockHold
-                 ) -> None:
+                 details: dict[int, dict[str, Any]], report: BatchReport, held: BatchLock,
+                 clock: BatchClock) -> None:
         self.rt, self.cid, self.batch_no, self.cfg = rt, cid, batch_no, cfg
         self.provider, self.ledger, self.suppression = provider, ledger, suppression
         self.index_of, self.email_of, self.details = index_of, email_of, details
         self.report = report
         self.held = held
+        self.clock = clock
         self.limiter = rt.limiter(provider.name)
         self.next_due: float | None = None
 
@@ -298,7 +300,7 @@ class _Run:
         plan = plan_rest(grant, self.cfg.max_wait, self._rates(grant.remaining))
         if plan.park:
             parked = sum(len(by_domain.pop(d)) for d in plan.park)
-            self._due(time.time() + plan.park_for)
+            self._due(self.clock.now() + plan.park_for)
             self.report.parked += parked
         waiting = [m for msgs in by_domain.values() for m in msgs]
         return admitted, waiting, plan.sleep or 0.0
@@ -319,7 +321,7 @@ class _Run:
             self.report.notes.append(
                 f"provider {self.provider.name!r} rejected our credentials: "
                 f"{exc.describe()}; the batch waits {AUTH_RETRY:.0f}s")
-            self._due(time.time() + AUTH_RETRY)
+            self._due(self.clock.now() + AUTH_RETRY)
             return False
         except TransientDeliveryError as exc:
             results = [SendResult(m.row, error=exc) for m in chunk]
@@ -328,7 +330,7 @@ class _Run:
 
     async def _record(self, results: list[SendResult]) -> None:
         outcome = decide(results, index_of=self.index_of, email_of=self.email_of,
-                         details=self.details, cfg=self.cfg, now=time.time(),
+                         details=self.details, cfg=self.cfg, now=self.clock.now(),
                          campaign_id=self.cid, provider=self.provider.name)
         await _record(self.rt, self.cid, self.batch_no, self.ledger, self.suppression, outcome)
         self.report.sent += outcome.sent
@@ -365,8 +367,8 @@ async def _record(rt: Runtime, cid: str, batch_no: int, ledger: AsyncLedger,
 async def _provider_down(rt: Runtime, provider: str, exc: ProviderAuthError) -> None:
     log.error("provider %s rejected our credentials (%s); its batches are parked and "
               "retried every %.0fs until the key is fixed", provider, exc.describe(), AUTH_RETRY)
-    await rt.redis.hset(rt.settings.keys.provider_state(provider), mapping={
-        "auth_error": exc.describe(), "auth_error_at": time.time()})
+    await run_async(rt.redis,
+                    ProviderState(rt.settings.keys, provider).record_auth_error(exc.describe()))
 
 
 def run_batch(cid: str, batch_no: int) -> BatchReport:
@@ -385,7 +387,7 @@ async def park_batch(rt: Runtime, cid: str, batch_no: int, delay: float) -> bool
     if spec is None:
         return False
     retry = AsyncRetryQueue(rt.redis, rt.settings.keys, spec.provider)
-    await retry.schedule(retry_member(cid, batch_no), time.time() + delay, only_if_earlier=True)
+    await retry.schedule(retry_member(cid, batch_no), delay, only_if_earlier=True)
     return True
 
 

@@ -1,15 +1,23 @@
-"""Sans-I/O Redis plumbing shared by the retry queue, suppression list and dead letters.
+"""Sans-I/O Redis plumbing: the one way bulkmail talks to Redis and runs its Lua.
 
-Each operation is written once, without I/O, as a generator that yields Redis commands
-(:class:`Command`, :class:`ScriptCall`) and receives their replies (:data:`RedisOp`);
-:func:`run_sync` and :func:`run_async` drive it over a sync or an async client, so the
-CLI (sync) and the worker's event loop (async) share one implementation.
+Each operation is written once, without I/O, as a generator that yields Redis steps
+(:class:`Command`, :class:`Pipeline`, :class:`ScriptCall`) and receives their replies
+(:data:`RedisOp`); :func:`run_sync` and :func:`run_async` drive it over a sync or an
+async client, so the CLI (sync) and the worker's event loop (async) share one
+implementation, and both translate a Redis that does not answer into
+:class:`~workers.errors.RedisUnavailableError`.
+
+Every Lua script is a ``.lua`` file under ``workers/lua/`` loaded by
+:meth:`LuaScript.load` (optionally prefixed by shared ``include`` files, as the
+rate-limit scripts are by ``ratelimit/_common.lua``) and run through a
+:class:`ScriptCall` step: EVALSHA, and EVAL only when the server does not know the
+script yet (first use, a restart, SCRIPT FLUSH); EVAL also caches it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -24,17 +32,21 @@ if TYPE_CHECKING:
     AsyncRedis: TypeAlias = redis.asyncio.Redis[Any]
 
 __all__ = [
+    "Arg",
     "AsyncRedis",
     "Command",
     "LuaScript",
+    "Pipeline",
     "RedisOp",
     "ScriptCall",
     "SyncRedis",
     "as_text",
+    "command",
     "hscan_page",
     "reply_pairs",
     "run_async",
     "run_sync",
+    "script",
     "server_time",
 ]
 
@@ -51,8 +63,25 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Several commands sent in one round trip (not a transaction); the reply is the
+    list of their replies, in order."""
+
+    commands: tuple[Command, ...]
+
+
+def _lua_file(path: str) -> str:
+    # package data (pyproject: [tool.setuptools.package-data]), so it ships in the wheel
+    node = resources.files("workers").joinpath("lua")
+    for part in path.split("/"):
+        node = node.joinpath(part)
+    return node.read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
 class LuaScript:
-    """A Lua script shipped in ``workers/lua/``, run by SHA with a fallback to its source."""
+    """A Lua script, run by SHA with a fallback to its source. The only script class:
+    every script is a file under ``workers/lua/`` read by :meth:`load`."""
 
     name: str
     source: str
@@ -62,10 +91,18 @@ class LuaScript:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
     @classmethod
-    def load(cls, filename: str) -> LuaScript:
-        """Read ``workers/lua/<filename>`` (package data, so it ships in the wheel)."""
-        source = resources.files("workers").joinpath("lua", filename).read_text("utf-8")
-        return cls(filename, source)
+    def load(cls, path: str, *, include: Sequence[str] = ()) -> LuaScript:
+        """Read ``workers/lua/<path>`` (``/``-separated, e.g. ``"ratelimit/acquire.lua"``).
+
+        Each file of ``include`` (same form) is prepended, in order, so helpers shared by
+        several scripts are written once. Scripts are loaded at import time of the module
+        that runs them: a missing file fails at start-up, not mid-batch.
+        """
+        parts = [_lua_file(p) for p in (*include, path)]
+        return cls(path, "\n".join(parts))
+
+    def __repr__(self) -> str:
+        return f"LuaScript({self.name!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +114,21 @@ class ScriptCall:
     args: tuple[Arg, ...]
 
 
-#: An operation: yields :class:`Command` / :class:`ScriptCall`, is sent each reply,
-#: returns its result. Written once, run by :func:`run_sync` or :func:`run_async`.
-RedisOp: TypeAlias = Generator[Command | ScriptCall, Any, T]
+Step: TypeAlias = Command | Pipeline | ScriptCall
+
+#: An operation: yields :data:`Step` values, is sent each reply, returns its result.
+#: Written once, run by :func:`run_sync` or :func:`run_async`.
+RedisOp: TypeAlias = Generator[Step, Any, T]
+
+
+def command(*args: Arg) -> RedisOp[Any]:
+    """One command as an operation: ``await run_async(client, command("ZREM", k, m))``."""
+    return (yield Command(args))
+
+
+def script(lua: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> RedisOp[Any]:
+    """One script call as an operation; returns the script's reply as it is."""
+    return (yield ScriptCall(lua, tuple(keys), tuple(args)))
 
 
 def _where(client: Any) -> str:
@@ -110,6 +159,14 @@ def run_sync(client: SyncRedis, op: RedisOp[T]) -> T:
             if isinstance(step, Command):
                 reply = client.execute_command(*step.args)
                 continue
+            if isinstance(step, Pipeline):
+                pipe = client.pipeline(transaction=False)
+                # the stubs leave Pipeline.execute_command untyped
+                queue: Callable[..., Any] = pipe.execute_command
+                for c in step.commands:
+                    queue(*c.args)
+                reply = pipe.execute()
+                continue
             n = len(step.keys)
             try:
                 reply = client.execute_command(
@@ -138,6 +195,12 @@ async def run_async(client: AsyncRedis, op: RedisOp[T]) -> T:
             step = op.send(reply)
             if isinstance(step, Command):
                 reply = await execute(*step.args)
+                continue
+            if isinstance(step, Pipeline):
+                apipe = client.pipeline(transaction=False)
+                for c in step.commands:
+                    apipe.execute_command(*c.args)
+                reply = await apipe.execute()
                 continue
             n = len(step.keys)
             try:
@@ -222,6 +285,7 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int]:
 
 
 def server_time() -> RedisOp[float]:
+    """The Redis server's clock, unix seconds: the one clock of the cluster."""
     seconds, micros = yield Command(("TIME",))
     return int(seconds) + int(micros) / 1_000_000
 

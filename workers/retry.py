@@ -19,9 +19,12 @@ members due again and hands them out. The price is at-least-once republishing (a
 worker whose lease ran out and a second pumper may both publish a member), which the
 ledger absorbs: a redelivered batch never re-sends a recipient already sent.
 
-:class:`RetryQueue` takes a sync ``redis.Redis`` (CLI, status); :class:`AsyncRetryQueue`
-a ``redis.asyncio.Redis`` (the worker's event loop). Both run the same operations, written
-once with the plumbing of :mod:`workers.redis_ops`.
+:class:`RetryOps` writes every operation once, without I/O (:mod:`workers.redis_ops`);
+:class:`RetryQueue` runs them over a sync ``redis.Redis`` (pump, CLI, status) and
+:class:`AsyncRetryQueue` runs what the worker needs over ``redis.asyncio``.
+
+One clock: workers schedule with a *delay*; the due time is computed inside Redis from
+its own ``TIME``, the clock the pump compares with, so no worker's clock is involved.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from workers.redis_ops import (
 if TYPE_CHECKING:  # used as the queues' base-class arguments, which ruff does not see
     from workers.redis_ops import AsyncRedis, SyncRedis  # noqa: F401
 
-__all__ = ["DEFAULT_LEASE", "AsyncRetryQueue", "RetryEntry", "RetryQueue"]
+__all__ = ["DEFAULT_LEASE", "AsyncRetryQueue", "RetryEntry", "RetryOps", "RetryQueue"]
 
 # --------------------------------------------------------------------------------------
 # The retry queue
@@ -59,6 +62,7 @@ __all__ = ["DEFAULT_LEASE", "AsyncRetryQueue", "RetryEntry", "RetryQueue"]
 DEFAULT_LEASE = 60.0
 
 _PUMP = LuaScript.load("retry_pump.lua")
+_SCHEDULE = LuaScript.load("retry_schedule.lua")
 
 ClientT = TypeVar("ClientT")
 
@@ -77,22 +81,23 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
-class _RetryOps:
+class RetryOps:
     """What every retry-queue operation sends and how it reads the replies (no I/O)."""
 
     def __init__(self, keys: Keys, provider: str) -> None:
         self.key = keys.retry(provider)
         self.claimed_key = f"{self.key}:claimed"
 
-    def schedule(self, member: str, due_at: float, only_if_earlier: bool) -> RedisOp[bool]:
+    def schedule(self, member: str, delay: float, only_if_earlier: bool) -> RedisOp[bool]:
+        changed = yield ScriptCall(_SCHEDULE, (self.key,), (
+            member, repr(float(_finite("delay", delay))), "1" if only_if_earlier else "0"))
+        return bool(changed)
+
+    def schedule_at(self, member: str, due_at: float, only_if_earlier: bool) -> RedisOp[bool]:
         # LT still adds absent members; it only refuses to move one to a later time.
         flags = ("LT", "CH") if only_if_earlier else ("CH",)
         changed = yield Command(("ZADD", self.key, *flags, _finite("due_at", due_at), member))
         return bool(changed)
-
-    def schedule_in(self, member: str, delay: float, only_if_earlier: bool) -> RedisOp[bool]:
-        now = yield from server_time()
-        return (yield from self.schedule(member, now + _finite("delay", delay), only_if_earlier))
 
     def pump(self, now: float | None, limit: int, lease: float | None) -> RedisOp[list[str]]:
         if limit < 1:
@@ -145,7 +150,7 @@ class _Queue(Generic[ClientT]):
 
     def __init__(self, client: ClientT, keys: Keys, provider: str) -> None:
         self._client = client
-        self._ops = _RetryOps(keys, provider)
+        self._ops = RetryOps(keys, provider)
 
     @property
     def key(self) -> str:
@@ -165,23 +170,21 @@ class RetryQueue(_Queue["SyncRedis"]):
     server's clock, the one clock every worker shares (decision 7).
     """
 
-    def schedule(self, member: str, due_at: float, *, only_if_earlier: bool = False) -> bool:
-        """Make ``member`` due at ``due_at``; True when it was added or moved.
+    def schedule(self, member: str, delay: float, *, only_if_earlier: bool = False) -> bool:
+        """Make ``member`` due ``delay`` seconds from now on the Redis server's clock
+        (one round trip); True when it was added or moved.
 
-        A member already waiting is moved to ``due_at`` (a later attempt's backoff
+        A member already waiting is moved to the new time (a later attempt's backoff
         replaces the earlier one), unless ``only_if_earlier``: then it is only ever moved
         closer, e.g. when parking work for a rate limit must not postpone a retry that
         is already due sooner.
         """
-        return run_sync(self._client, self._ops.schedule(member, due_at, only_if_earlier))
+        return run_sync(self._client, self._ops.schedule(member, delay, only_if_earlier))
 
-    def schedule_in(self, member: str, delay: float, *, only_if_earlier: bool = False) -> bool:
-        """:meth:`schedule` at Redis server time + ``delay`` seconds (one extra round trip).
-
-        Prefer this in workers: the pump compares due times with the server clock, so
-        computing them on the same clock makes worker clock skew irrelevant.
-        """
-        return run_sync(self._client, self._ops.schedule_in(member, delay, only_if_earlier))
+    def schedule_at(self, member: str, due_at: float, *, only_if_earlier: bool = False) -> bool:
+        """:meth:`schedule` at an absolute unix time ``due_at``, which must be on the
+        Redis server's clock (tests with simulated times; never a worker's own clock)."""
+        return run_sync(self._client, self._ops.schedule_at(member, due_at, only_if_earlier))
 
     def pump(
         self, now: float | None = None, limit: int = 100, *, lease: float | None = DEFAULT_LEASE
@@ -228,55 +231,12 @@ class RetryQueue(_Queue["SyncRedis"]):
 
 
 class AsyncRetryQueue(_Queue["AsyncRedis"]):
-    """:class:`RetryQueue` over a ``redis.asyncio`` client (the worker's event loop).
-
-    Same operations, same semantics; every method is a coroutine.
-    """
+    """What the worker's event loop does with a retry queue (over ``redis.asyncio``):
+    schedule batches. Everything else runs in the pump thread or the CLI
+    (:class:`RetryQueue`); both run the same :class:`RetryOps`."""
 
     async def schedule(
-        self, member: str, due_at: float, *, only_if_earlier: bool = False
-    ) -> bool:
-        """See :meth:`RetryQueue.schedule`."""
-        return await run_async(self._client, self._ops.schedule(member, due_at, only_if_earlier))
-
-    async def schedule_in(
         self, member: str, delay: float, *, only_if_earlier: bool = False
     ) -> bool:
-        """See :meth:`RetryQueue.schedule_in`."""
-        return await run_async(
-            self._client, self._ops.schedule_in(member, delay, only_if_earlier)
-        )
-
-    async def pump(
-        self, now: float | None = None, limit: int = 100, *, lease: float | None = DEFAULT_LEASE
-    ) -> list[str]:
-        """See :meth:`RetryQueue.pump`."""
-        return await run_async(self._client, self._ops.pump(now, limit, lease))
-
-    async def ack(self, members: Iterable[str]) -> int:
-        """See :meth:`RetryQueue.ack`."""
-        return await run_async(self._client, self._ops.ack(members))
-
-    async def remove(self, member: str) -> bool:
-        """See :meth:`RetryQueue.remove`."""
-        return await run_async(self._client, self._ops.remove(member))
-
-    async def depth(self) -> int:
-        """See :meth:`RetryQueue.depth`."""
-        return await run_async(self._client, self._ops.depth())
-
-    async def claimed_count(self) -> int:
-        """See :meth:`RetryQueue.claimed_count`."""
-        return await run_async(self._client, self._ops.claimed_count())
-
-    async def due_count(self, now: float | None = None) -> int:
-        """See :meth:`RetryQueue.due_count`."""
-        return await run_async(self._client, self._ops.due_count(now))
-
-    async def next_due(self) -> float | None:
-        """See :meth:`RetryQueue.next_due`."""
-        return await run_async(self._client, self._ops.next_due())
-
-    async def list(self, limit: int = 100) -> list[RetryEntry]:
-        """See :meth:`RetryQueue.list`."""
-        return await run_async(self._client, self._ops.list(limit))
+        """See :meth:`RetryQueue.schedule`."""
+        return await run_async(self._client, self._ops.schedule(member, delay, only_if_earlier))

@@ -9,8 +9,8 @@ Addresses are compared lower-cased. The whole address is folded, local part incl
 strictly the local part is case-sensitive (RFC 5321), but no mailbox provider treats it
 so, and a suppression that misses ``John@x`` because ``john@x`` bounced is the worse error.
 
-:class:`SuppressionList` (sync) and :class:`AsyncSuppressionList` (``redis.asyncio``)
-share every operation through :mod:`workers.retry`'s sans-I/O plumbing.
+:class:`SuppressionList` (sync) and :class:`AsyncSuppressionList` (``redis.asyncio``, only
+what the worker uses) run the same operations, written once with :mod:`workers.redis_ops`.
 """
 
 from __future__ import annotations
@@ -393,48 +393,14 @@ class SuppressionList(_List["SyncRedis"]):
 
 
 class AsyncSuppressionList(_List["AsyncRedis"]):
-    """:class:`SuppressionList` over a ``redis.asyncio`` client; every method a coroutine."""
+    """What the worker's event loop does with the suppression list (over
+    ``redis.asyncio``): skip suppressed recipients, add hard bounces. Everything else
+    is the CLI's (:class:`SuppressionList`); both run the same operations."""
 
     async def add(self, address: str, reason: str, source: str = "manual") -> bool:
         """See :meth:`SuppressionList.add`."""
         return await run_async(self._client, self._ops.add(address, reason, source))
 
-    async def add_many(
-        self, addresses: Iterable[str], reason: str, source: str = "manual"
-    ) -> int:
-        """See :meth:`SuppressionList.add_many`."""
-        return await run_async(self._client, self._ops.add_many(addresses, reason, source))
-
-    async def remove(self, address: str) -> bool:
-        """See :meth:`SuppressionList.remove`."""
-        return await run_async(self._client, self._ops.remove(address))
-
-    async def contains(self, address: str) -> bool:
-        """See :meth:`SuppressionList.contains`."""
-        return await run_async(self._client, self._ops.contains(address))
-
-    async def get(self, address: str) -> SuppressionEntry | None:
-        """See :meth:`SuppressionList.get`."""
-        return await run_async(self._client, self._ops.get(address))
-
     async def filter_many(self, addresses: Iterable[str]) -> set[str]:
         """See :meth:`SuppressionList.filter_many`."""
         return await run_async(self._client, self._ops.filter_many(addresses))
-
-    async def count(self) -> int:
-        """See :meth:`SuppressionList.count`."""
-        return await run_async(self._client, self._ops.count())
-
-    async def list(self, *, cursor: str | None = None, limit: int = 100) -> SuppressionPage:
-        """See :meth:`SuppressionList.list`."""
-        return await run_async(self._client, self._ops.list(cursor, limit))
-
-    async def import_file(
-        self, path: str | Path, *, reason: str = "import", source: str | None = None
-    ) -> ImportResult:
-        """See :meth:`SuppressionList.import_file`.
-
-        The file is read between round trips, 1000 lines at a time, on the event loop:
-        meant for CLI-style use, not for a loop that must stay responsive to the ms.
-        """
-        return await run_async(self._client, self._ops.import_file(Path(path), reason, source))

@@ -111,23 +111,20 @@ def test_foreign_entries_still_decode(
 
 
 def test_async_dead_letters(redis_url: str, keys: Keys, redis_client: redis.Redis) -> None:
+    # The worker only records; the sync list reads back what it wrote.
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
             dl = AsyncDeadLetters(client, keys, clock=lambda: NOW)
             assert dl.key == keys.dead_letters
-            a = await dl.record("c1", 1, "a@x.org", "554 Transaction failed", 1, "smtp")
-            assert await dl.get("c1", 1) == a
             assert await dl.record_many(
                 [DeadLetter("c2", r, "b@x.org", "timeout", 8, "api", NOW) for r in range(3)]
             ) == 3
-            assert await dl.count() == 4
-            assert await dl.count("c2") == 3
-            page = await dl.list("c2", 10)
-            assert page.next_cursor is None and len(page.entries) == 3
-            assert await dl.remove(page.entries) == 3
-            assert (await dl.list()).entries == [a]
+            assert await dl.record_many([]) == 0
         finally:
             await client.aclose()
 
     asyncio.run(scenario())
+    sync = DeadLetters(redis_client, keys)
+    assert sync.count("c2") == 3
+    assert sync.get("c2", 1) == DeadLetter("c2", 1, "b@x.org", "timeout", 8, "api", NOW)

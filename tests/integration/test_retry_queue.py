@@ -18,7 +18,7 @@ from config.schema import Keys
 from producers.demo import free_port
 from workers.errors import RedisUnavailableError
 from workers.redis_ops import LuaScript, RedisOp, ScriptCall, run_async, run_sync
-from workers.retry import AsyncRetryQueue, RetryEntry, RetryQueue
+from workers.retry import DEFAULT_LEASE, AsyncRetryQueue, RetryEntry, RetryOps, RetryQueue
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,9 @@ def test_key_layout(queue: RetryQueue, keys: Keys) -> None:
 def test_schedule_list_and_counts(queue: RetryQueue) -> None:
     assert queue.next_due() is None
     assert queue.list() == []
-    assert queue.schedule("c1:2", T0 + 20)
-    assert queue.schedule("c1:1", T0 + 10)
-    assert queue.schedule("c2:0", T0 + 30.125)
+    assert queue.schedule_at("c1:2", T0 + 20)
+    assert queue.schedule_at("c1:1", T0 + 10)
+    assert queue.schedule_at("c2:0", T0 + 30.125)
     assert queue.depth() == 3
     assert queue.next_due() == T0 + 10
     assert queue.due_count(T0 + 20) == 2
@@ -55,27 +55,27 @@ def test_schedule_list_and_counts(queue: RetryQueue) -> None:
 
 
 def test_schedule_overwrites_unless_only_if_earlier(queue: RetryQueue) -> None:
-    queue.schedule("b", T0 + 100)
-    assert queue.schedule("b", T0 + 200)  # a later attempt's backoff replaces the old one
+    queue.schedule_at("b", T0 + 100)
+    assert queue.schedule_at("b", T0 + 200)  # a later attempt's backoff replaces the old one
     assert queue.next_due() == T0 + 200
-    assert not queue.schedule("b", T0 + 300, only_if_earlier=True)
+    assert not queue.schedule_at("b", T0 + 300, only_if_earlier=True)
     assert queue.next_due() == T0 + 200
-    assert queue.schedule("b", T0 + 50, only_if_earlier=True)
+    assert queue.schedule_at("b", T0 + 50, only_if_earlier=True)
     assert queue.next_due() == T0 + 50
-    assert queue.schedule("new", T0 + 1, only_if_earlier=True)  # absent members are added
+    assert queue.schedule_at("new", T0 + 1, only_if_earlier=True)  # absent members are added
     assert queue.depth() == 2
 
 
 def test_schedule_refuses_non_finite_times(queue: RetryQueue) -> None:
     with pytest.raises(ValueError):
-        queue.schedule("x", float("nan"))
+        queue.schedule_at("x", float("nan"))
     with pytest.raises(ValueError):
-        queue.schedule_in("x", float("inf"))
+        queue.schedule("x", float("inf"))
 
 
 def test_pump_takes_only_due_members_in_due_order(queue: RetryQueue) -> None:
     for i, offset in enumerate([5, 1, 4, 2, 3, 100]):
-        queue.schedule(f"m{i}", T0 + offset)
+        queue.schedule_at(f"m{i}", T0 + offset)
     assert queue.pump(T0 + 0.5, 10) == []
     assert queue.pump(T0 + 4, 10) == ["m1", "m3", "m4", "m2"]
     assert queue.pump(T0 + 4, 10) == []  # taken once
@@ -87,8 +87,8 @@ def test_after_a_long_pause_all_overdue_members_come_out_limit_at_a_time(
     queue: RetryQueue,
 ) -> None:
     for i in range(250):
-        queue.schedule(f"m{i:03d}", T0 + i)
-    queue.schedule("future", T0 + 10_000)
+        queue.schedule_at(f"m{i:03d}", T0 + i)
+    queue.schedule_at("future", T0 + 10_000)
     late = T0 + 5000
     pages = [queue.pump(late, 100), queue.pump(late, 100), queue.pump(late, 100)]
     assert [len(p) for p in pages] == [100, 100, 50]
@@ -108,7 +108,7 @@ def test_a_big_limit_works_past_lua_unpack_limits(queue: RetryQueue) -> None:
     assert queue.ack(taken) == 12_000
     # and expired claims in bulk go back in bulk
     for i in range(9000):
-        queue.schedule(f"n{i}", T0)
+        queue.schedule_at(f"n{i}", T0)
     assert len(queue.pump(T0, 9000, lease=10)) == 9000
     assert queue.pump(T0 + 5, 1) == []
     assert len(queue.pump(T0 + 10, 9000)) == 9000
@@ -119,23 +119,43 @@ def test_pump_uses_the_redis_clock_when_now_is_not_given(
 ) -> None:
     seconds, micros = redis_client.time()
     server_now = seconds + micros / 1e6
-    queue.schedule("overdue", server_now - 60)
-    queue.schedule("tomorrow", server_now + 86_400)
+    queue.schedule_at("overdue", server_now - 60)
+    queue.schedule_at("tomorrow", server_now + 86_400)
     assert queue.pump(limit=10) == ["overdue"]
     assert queue.due_count() == 0
     assert queue.depth() == 1
 
 
-def test_schedule_in_is_relative_to_the_redis_clock(queue: RetryQueue) -> None:
-    queue.schedule_in("now", -1.0)
-    queue.schedule_in("later", 86_400.0)
+def test_schedule_is_relative_to_the_redis_clock(
+    queue: RetryQueue, redis_client: redis.Redis
+) -> None:
+    seconds, micros = redis_client.time()
+    before = seconds + micros / 1e6
+    queue.schedule("now", -1.0)
+    queue.schedule("later", 86_400.0)
+    seconds, micros = redis_client.time()
+    after = seconds + micros / 1e6
+    due = {e.member: e.due_at for e in queue.list()}
+    assert before - 1.0 <= due["now"] <= after - 1.0
+    assert before + 86_400 <= due["later"] <= after + 86_400
     assert queue.due_count() == 1
     assert queue.pump(limit=10) == ["now"]
 
 
+def test_relative_schedule_only_if_earlier(queue: RetryQueue) -> None:
+    assert queue.schedule("b", 500.0)
+    first = queue.next_due()
+    assert not queue.schedule("b", 900.0, only_if_earlier=True)
+    assert queue.next_due() == first
+    assert queue.schedule("b", 100.0, only_if_earlier=True)
+    assert queue.next_due() is not None and queue.next_due() < first  # type: ignore[operator]
+    assert queue.schedule("b", 900.0)  # without the flag a later backoff replaces it
+    assert queue.next_due() > first  # type: ignore[operator]
+
+
 def test_claims_are_kept_until_ack(queue: RetryQueue, redis_client: redis.Redis) -> None:
-    queue.schedule("a", T0)
-    queue.schedule("b", T0 + 1)
+    queue.schedule_at("a", T0)
+    queue.schedule_at("b", T0 + 1)
     assert queue.pump(T0 + 1.25, 10, lease=30.5) == ["a", "b"]
     assert queue.depth() == 0
     # the lease expiry is stored at full precision
@@ -148,7 +168,7 @@ def test_claims_are_kept_until_ack(queue: RetryQueue, redis_client: redis.Redis)
 
 
 def test_an_expired_claim_comes_back_on_the_next_pump(queue: RetryQueue) -> None:
-    queue.schedule("crashed", T0)
+    queue.schedule_at("crashed", T0)
     assert queue.pump(T0, 10, lease=60) == ["crashed"]  # ...and the pumper dies, no ack
     assert queue.pump(T0 + 59, 10) == []
     assert queue.claimed_count() == 1
@@ -159,19 +179,19 @@ def test_an_expired_claim_comes_back_on_the_next_pump(queue: RetryQueue) -> None
 
 
 def test_expired_claims_take_their_turn_in_due_order(queue: RetryQueue) -> None:
-    queue.schedule("old", T0)
+    queue.schedule_at("old", T0)
     queue.pump(T0, 10, lease=10)  # claimed, never acked: due again at T0 + 10
-    queue.schedule("early", T0 + 5)
-    queue.schedule("late", T0 + 15)
+    queue.schedule_at("early", T0 + 5)
+    queue.schedule_at("late", T0 + 15)
     assert queue.pump(T0 + 20, 1) == ["early"]
     assert queue.pump(T0 + 20, 10) == ["old", "late"]
 
 
 def test_a_newer_schedule_wins_over_an_expired_claim(queue: RetryQueue) -> None:
-    queue.schedule("b", T0)
+    queue.schedule_at("b", T0)
     assert queue.pump(T0, 10, lease=60) == ["b"]
     # the batch ran (republished) and failed again before anyone acked its claim
-    queue.schedule("b", T0 + 500)
+    queue.schedule_at("b", T0 + 500)
     assert queue.pump(T0 + 100, 10) == []  # the expired claim did not pull it forward
     assert queue.next_due() == T0 + 500
     assert queue.claimed_count() == 0
@@ -179,7 +199,7 @@ def test_a_newer_schedule_wins_over_an_expired_claim(queue: RetryQueue) -> None:
 
 
 def test_pump_without_lease_removes_outright(queue: RetryQueue) -> None:
-    queue.schedule("x", T0)
+    queue.schedule_at("x", T0)
     assert queue.pump(T0, 10, lease=None) == ["x"]
     assert queue.claimed_count() == 0
     assert queue.depth() == 0
@@ -195,8 +215,8 @@ def test_pump_refuses_bad_arguments(queue: RetryQueue) -> None:
 
 
 def test_remove_forgets_waiting_and_claimed_members(queue: RetryQueue) -> None:
-    queue.schedule("w", T0 + 100)
-    queue.schedule("c", T0)
+    queue.schedule_at("w", T0 + 100)
+    queue.schedule_at("c", T0)
     queue.pump(T0, 10)
     assert queue.remove("w") and queue.remove("c")
     assert not queue.remove("w")
@@ -206,7 +226,7 @@ def test_remove_forgets_waiting_and_claimed_members(queue: RetryQueue) -> None:
 
 def test_providers_have_separate_queues(redis_client: redis.Redis, keys: Keys) -> None:
     a, b = RetryQueue(redis_client, keys, "a"), RetryQueue(redis_client, keys, "b")
-    a.schedule("m", T0)
+    a.schedule_at("m", T0)
     assert b.pump(T0, 10) == []
     assert a.pump(T0, 10) == ["m"]
 
@@ -217,7 +237,7 @@ def test_works_with_a_decoding_client(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         q = RetryQueue(client, keys, "p")
-        q.schedule("ü:1", T0)
+        q.schedule_at("ü:1", T0)
         assert q.list() == [RetryEntry("ü:1", T0)]
         assert q.next_due() == T0
         assert q.pump(T0, 10) == ["ü:1"]
@@ -297,36 +317,30 @@ def test_processes_pumping_one_queue_get_every_member_exactly_once(
 def test_async_queue_has_the_same_behaviour(
     redis_url: str, keys: Keys, redis_client: redis.Redis
 ) -> None:
+    # The worker's AsyncRetryQueue only schedules; every other operation is the same
+    # RetryOps the sync queue runs, here driven by run_async.
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
             q = AsyncRetryQueue(client, keys, "aio")
+            ops = RetryOps(keys, "aio")
             assert q.key == keys.retry("aio") and q.claimed_key == q.key + ":claimed"
-            assert await q.schedule("b", T0 + 2)
-            assert await q.schedule("a", T0 + 1)
-            assert await q.schedule("c", T0 + 99)
-            assert not await q.schedule("a", T0 + 50, only_if_earlier=True)
-            assert await q.depth() == 3
-            assert await q.due_count(T0 + 2) == 2
-            assert await q.next_due() == T0 + 1
-            assert await q.list(2) == [RetryEntry("a", T0 + 1), RetryEntry("b", T0 + 2)]
-            assert await q.pump(T0 + 2, 10, lease=5) == ["a", "b"]
-            assert await q.claimed_count() == 2
-            assert await q.ack(["a"]) == 1
-            assert await q.pump(T0 + 7, 10) == ["b"]  # b's claim expired
-            assert await q.remove("b")
-            assert await q.schedule_in("soon", -1.0)
-            assert await q.due_count() == 1
-            assert await q.pump(limit=10) == ["soon"]
-            assert await q.ack(["soon"]) == 1
-            assert await q.remove("c")
+            assert await q.schedule("soon", -1.0)
+            assert await q.schedule("later", 3600.0)
+            assert not await q.schedule("later", 7200.0, only_if_earlier=True)
+            assert await run_async(client, ops.due_count(None)) == 1
+            assert await run_async(client, ops.pump(None, 10, 5.0)) == ["soon"]
+            assert await run_async(client, ops.claimed_count()) == 1
+            assert await run_async(client, ops.ack(["soon"])) == 1
+            assert await run_async(client, ops.remove("later"))
+            assert redis_client.zcard(q.key) == 0
 
             # many coroutines pumping at once over one connection pool
             await client.zadd(q.key, {f"m{i}": T0 + i for i in range(1000)})
 
             async def drain() -> list[str]:
                 got: list[str] = []
-                while batch := await q.pump(T0 + 5000, 3):
+                while batch := await run_async(client, ops.pump(T0 + 5000, 3, DEFAULT_LEASE)):
                     got.extend(batch)
                 return got
 
@@ -392,7 +406,7 @@ def test_async_unreachable_redis(keys: Keys) -> None:
             f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5
         )
         try:
-            await AsyncRetryQueue(client, keys, "p").pump(T0, 1)
+            await AsyncRetryQueue(client, keys, "p").schedule("m", 1.0)
         finally:
             await client.aclose()
 

@@ -232,33 +232,21 @@ def test_entries_written_by_hand_still_list(
 
 
 def test_async_list_has_the_same_behaviour(
-    redis_url: str, keys: Keys, tmp_path: Path, redis_client: redis.Redis
+    redis_url: str, keys: Keys, redis_client: redis.Redis
 ) -> None:
-    path = tmp_path / "l.txt"
-    path.write_text("x@example.com\ny@example.com\nbad line\n")
-
+    # The worker adds hard bounces and filters recipients; the rest is the CLI's.
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
         try:
             sl = AsyncSuppressionList(client, keys, clock=lambda: NOW)
             assert sl.key == keys.suppressed
             assert await sl.add("A@x.org", "unsubscribe", "one-click")
-            assert await sl.contains("a@X.org")
-            assert await sl.add_many(["b@x.org", "a@x.org"], "hard_bounce") == 1
-            assert await sl.filter_many(["B@x.org", "z@x.org"]) == {"B@x.org"}
-            assert await sl.get("a@x.org") == SuppressionEntry(
-                "a@x.org", "hard_bounce", "manual", NOW
-            )
-            result = await sl.import_file(path)
-            assert (result.added, len(result.bad)) == (2, 1)
-            page = await sl.list(limit=10)
-            assert page.next_cursor is None
-            assert {e.address for e in page.entries} == {
-                "a@x.org", "b@x.org", "x@example.com", "y@example.com"}
-            assert await sl.count() == 4
-            assert await sl.remove("A@x.org")
-            assert not await sl.contains("a@x.org")
+            assert not await sl.add("a@X.org", "hard_bounce", "bounce:c1")
+            assert await sl.filter_many(["B@x.org", "A@x.org", " "]) == {"A@x.org"}
+            assert await sl.filter_many([]) == set()
         finally:
             await client.aclose()
 
     asyncio.run(scenario())
+    assert SuppressionList(redis_client, keys).get("a@x.org") == SuppressionEntry(
+        "a@x.org", "hard_bounce", "bounce:c1", NOW)

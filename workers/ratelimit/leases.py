@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from config.schema import Keys
-from workers.ratelimit.scripts import LEASE_ACQUIRE, LEASE_COUNT, LEASE_RENEW, redis_errors
+from workers.ratelimit.scripts import LEASE_ACQUIRE, LEASE_COUNT, LEASE_RENEW
+from workers.redis_ops import command, run_async, script
 
 __all__ = ["ConnectionLeases", "LeaseConfig"]
 
@@ -63,9 +64,9 @@ class ConnectionLeases:
         lease_id = f"{holder}:{uuid.uuid4().hex}"
         if self.max_connections is None:
             return lease_id
-        ok = await LEASE_ACQUIRE(
-            self.redis, [self.key], [self._now_arg(), self.max_connections, repr(float(ttl)),
-                                     lease_id])
+        ok = await run_async(self.redis, script(
+            LEASE_ACQUIRE, [self.key],
+            [self._now_arg(), self.max_connections, repr(float(ttl)), lease_id]))
         return lease_id if int(ok) else None
 
     async def renew(self, lease_id: str, ttl: float) -> bool:
@@ -73,22 +74,22 @@ class ConnectionLeases:
         (its place may be taken: stop using the connection and acquire again)."""
         if self.max_connections is None:
             return True
-        ok = await LEASE_RENEW(self.redis, [self.key], [self._now_arg(), repr(float(ttl)),
-                                                        lease_id])
+        ok = await run_async(self.redis, script(
+            LEASE_RENEW, [self.key], [self._now_arg(), repr(float(ttl)), lease_id]))
         return bool(int(ok))
 
     async def release(self, lease_id: str) -> None:
         """Give the place back (a lease that already expired is simply gone)."""
         if self.max_connections is None:
             return
-        with redis_errors(self.redis):
-            await self.redis.zrem(self.key, lease_id)
+        await run_async(self.redis, command("ZREM", self.key, lease_id))
 
     async def live(self) -> int:
         """Leases live now, cluster-wide (for status)."""
         if self.max_connections is None:
             return 0
-        return int(await LEASE_COUNT(self.redis, [self.key], [self._now_arg()]))
+        return int(await run_async(self.redis, script(LEASE_COUNT, [self.key],
+                                                      [self._now_arg()])))
 
     async def wait_acquire(self, holder: str, ttl: float, timeout: float) -> str | None:
         """:meth:`acquire`, retried with short growing sleeps for up to ``timeout``

@@ -24,9 +24,20 @@ from redis.asyncio import Redis
 
 from config.schema import Keys
 from config.units import Rate
+from workers.provider_state import ProviderSnapshot, ProviderState
 from workers.ratelimit.bucket import AimdPolicy, BucketState, recovered_at, refill
 from workers.ratelimit.grant import Grant
-from workers.ratelimit.scripts import ACQUIRE, THROTTLE, Arg, redis_errors
+from workers.ratelimit.scripts import ACQUIRE, THROTTLE
+from workers.redis_ops import (
+    Arg,
+    Command,
+    Pipeline,
+    RedisOp,
+    as_text,
+    reply_pairs,
+    run_async,
+    script,
+)
 
 __all__ = ["LimitConfig", "RateLimiter", "domain_burst"]
 
@@ -60,12 +71,8 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _hash(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
+def _hash(raw: Any) -> dict[str, str]:
+    return {as_text(k): as_text(v) for k, v in reply_pairs(raw)}
 
 
 def _float(h: Mapping[str, str], name: str) -> float | None:
@@ -101,6 +108,7 @@ class RateLimiter:
         self.step = step
         self._clock = clock
         self._domains = {d.lower(): r for d, r in cfg.domains.items()}
+        self.state = ProviderState(keys, provider)
         # a block known to this process only; used where acquire makes no Redis call
         self._local_block_until = 0.0
 
@@ -136,16 +144,16 @@ class RateLimiter:
             drate = self._domains[d]
             keys.append(self.keys.bucket(self.provider, d))
             args += [_num(drate.per_second), domain_burst(drate), want[d]]
-        res = await ACQUIRE(self.redis, keys, args)
+        res = await run_async(self.redis, script(ACQUIRE, keys, args))
 
         granted: dict[str, int] = {}
         waits: dict[str, float] = {}
         # the unlimited domains shared one grant; hand it out in the caller's order
-        left, wait_unlimited = int(res[0]), float(_text(res[1]))
+        left, wait_unlimited = int(res[0]), float(as_text(res[1]))
         for i, d in enumerate(limited):
             granted[d] = int(res[2 + 2 * i])
             if granted[d] < want[d]:
-                waits[d] = float(_text(res[3 + 2 * i]))
+                waits[d] = float(as_text(res[3 + 2 * i]))
         for d, n in want.items():
             if d in granted:
                 continue
@@ -199,8 +207,9 @@ class RateLimiter:
             scope,
             (domain or "").lower(),
         ]
-        res = await THROTTLE(self.redis, [key, self.keys.provider_state(self.provider)], args)
-        decreased, factor, blocked_until = int(res[0]), float(_text(res[1])), float(_text(res[2]))
+        res = await run_async(self.redis, script(THROTTLE, [key, self.state.key], args))
+        decreased, factor = int(res[0]), float(as_text(res[1]))
+        blocked_until = float(as_text(res[2]))
 
         blocking = retry_after is not None or rate is None
         if rate is None:
@@ -222,22 +231,9 @@ class RateLimiter:
         """Configured and effective rates, throttling episode and last reason, per
         provider and per limited domain, for ``bulkmail status``. Times are seconds since
         the epoch on the Redis clock; rates are messages per second."""
-        pipe = self.redis.pipeline(transaction=False)
-        if self._clock is None:
-            pipe.time()
-        pipe.hgetall(self.keys.bucket(self.provider))
-        pipe.hgetall(self.keys.provider_state(self.provider))
         domains = sorted(self._domains)
-        for d in domains:
-            pipe.hgetall(self.keys.bucket(self.provider, d))
-        with redis_errors(self.redis):
-            res = list(await pipe.execute())
-        if self._clock is None:
-            sec, usec = res.pop(0)
-            now = int(sec) + int(usec) / 1_000_000
-        else:
-            now = self._clock()
-        pbucket, state = _hash(res[0]), _hash(res[1])
+        now, buckets, snap = await run_async(self.redis, self._read_status(domains))
+        pbucket, state = buckets[0], snap.fields
         rate = self.cfg.rate
 
         out: dict[str, Any] = {
@@ -251,12 +247,26 @@ class RateLimiter:
             "throttles": int(state.get("throttles", 0)),
             "decreases": int(state.get("decreases", 0)),
             "domains": {
-                d: self._bucket_status(_hash(raw), state, d, self._domains[d],
+                d: self._bucket_status(raw, state, d, self._domains[d],
                                        domain_burst(self._domains[d]), now)
-                for d, raw in zip(domains, res[2:], strict=True)
+                for d, raw in zip(domains, buckets[1:], strict=True)
             },
         }
         return out
+
+    def _read_status(self, domains: list[str]
+                     ) -> RedisOp[tuple[float, list[dict[str, str]], ProviderSnapshot]]:
+        cmds = [Command(("TIME",))] if self._clock is None else []
+        cmds += [Command(("HGETALL", self.keys.bucket(self.provider, d)))
+                 for d in ["", *domains]]
+        res = list((yield Pipeline(tuple(cmds))))
+        if self._clock is None:
+            sec, usec = res.pop(0)
+            now = int(sec) + int(usec) / 1_000_000
+        else:
+            now = self._clock()
+        snap = yield from self.state.read()
+        return now, [_hash(raw) for raw in res], snap
 
     def _bucket_status(
         self, h: dict[str, str], state: dict[str, str], scope: str, rate: Rate | None,

@@ -1,4 +1,4 @@
--- Shared prelude of every rate-limit script. Python prepends it to each script body
+-- Shared prelude of every rate-limit script. LuaScript.load(include=...) prepends it
 -- before loading, so the arithmetic exists once and matches workers/ratelimit/bucket.py
 -- operation for operation (the unit tests compare the two).
 

@@ -157,7 +157,7 @@ class BatchLock:
                 run_async(self.client, script(_RELEASE, [self.key], [self.token])), self.ttl)
         except (TimeoutError, RedisUnavailableError) as exc:
             log.warning("could not release %s (%s); it lapses within %.0fs",
-                        self.key, exc or "no answer", self.ttl)
+                        self.key, str(exc) or "no answer", self.ttl)
 
     # -- keeping it ------------------------------------------------------------------
     async def keep(self) -> None:

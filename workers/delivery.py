@@ -114,11 +114,11 @@ async def deliver_batch(rt: Runtime, cid: str, batch_no: int) -> BatchReport:
     """Send every recipient of batch ``batch_no`` of campaign ``cid`` that still needs it."""
     keys = rt.settings.keys
     report = BatchReport(cid, batch_no)
-    spec_json = await rt.redis.hget(keys.campaign(cid), "spec")
+    spec_json = await AsyncLedger(rt.redis, keys).spec_json(cid)
     if spec_json is None:
         report.skipped = "unknown campaign (deleted?)"
         return report
-    compiled = rt.campaign(cid, spec_json.decode())
+    compiled = rt.campaign(cid, spec_json)
     provider_name = compiled.spec.provider
     retry = AsyncRetryQueue(rt.redis, keys, provider_name)
 
@@ -275,9 +275,7 @@ class _Run:
                 ahead.cancel()  # tokens taken for it are simply not used
 
     async def _prepare(self, chunk: list[OutgoingMessage]) -> _Admission:
-        cancelled = await self.rt.redis.hexists(self.rt.settings.keys.campaign(self.cid),
-                                                "cancelled")
-        if cancelled:
+        if await self.ledger.cancelled(self.cid):
             return _Admission(cancelled=True, waiting=chunk)
         admitted, waiting, sleep = await self._admit(chunk)
         return _Admission(admitted=admitted, waiting=waiting, sleep=sleep)

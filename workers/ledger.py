@@ -182,9 +182,16 @@ class LedgerOps:
     def record(self, cid: str) -> RedisOp[dict[str, str]]:
         return _text_map((yield Command(("HGETALL", self.keys.campaign(cid)))))
 
-    def spec(self, cid: str) -> RedisOp[CampaignSpec | None]:
+    def spec_json(self, cid: str) -> RedisOp[str | None]:
         raw = yield Command(("HGET", self.keys.campaign(cid), "spec"))
+        return as_text(raw) if raw is not None else None
+
+    def spec(self, cid: str) -> RedisOp[CampaignSpec | None]:
+        raw = yield from self.spec_json(cid)
         return CampaignSpec.from_json(raw) if raw else None
+
+    def cancelled(self, cid: str) -> RedisOp[bool]:
+        return bool((yield Command(("HEXISTS", self.keys.campaign(cid), "cancelled"))))
 
     def status(self, cid: str) -> RedisOp[CampaignStatus | None]:
         record, counts = yield Pipeline((Command(("HGETALL", self.keys.campaign(cid))),
@@ -428,6 +435,14 @@ class AsyncLedger:
     async def spec(self, cid: str) -> CampaignSpec | None:
         """See :meth:`Ledger.spec`."""
         return await run_async(self.r, self.ops.spec(cid))
+
+    async def spec_json(self, cid: str) -> str | None:
+        """The campaign's definition as stored (what workers compile and cache)."""
+        return await run_async(self.r, self.ops.spec_json(cid))
+
+    async def cancelled(self, cid: str) -> bool:
+        """Whether an operator cancelled the campaign (checked before every chunk)."""
+        return await run_async(self.r, self.ops.cancelled(cid))
 
     async def pending(self, cid: str, batch_no: int
                       ) -> tuple[list[tuple[int, Recipient]], dict[int, dict[str, Any]]]:

@@ -253,8 +253,12 @@ class _Run:
                 admission = await ahead
                 ahead = None
                 if self.held.lost:
-                    self.report.notes.append("lost the batch lock (stalled past its TTL): "
-                                             "another worker carries on")
+                    self.report.notes.append(
+                        "lost the batch lock (stalled, or Redis did not answer, past its "
+                        "TTL): stopped; another worker carries on")
+                    # Nobody may hold it (Redis was unreachable, not another worker):
+                    # come back soon; a holder makes that copy look again later.
+                    self._due(self.clock.now() + LOCKED_SLACK)
                     return
                 if admission.cancelled:
                     self.report.notes.append("campaign cancelled: the rest of the batch "

@@ -27,8 +27,9 @@ from config.settings import Settings
 from producers.capture import CaptureServer
 from tests.faultproxy import FaultProxy
 from workers.batchlock import BatchLock
-from workers.delivery import BatchReport, deliver_batch
+from workers.delivery import BatchReport, deliver_batch, retry_member
 from workers.ledger import Ledger
+from workers.retry import RetryQueue
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
@@ -227,6 +228,10 @@ def test_a_batch_whose_lock_lapsed_stops_before_its_next_chunk(
         assert any("lost the batch lock" in n for n in report.notes), report
         # A sent nothing after its lock was lost: no new chunk went out after the resume
         assert relay_a.received == sent_by_a
+        # and it put the batch back on the retry queue: had nobody taken over (Redis
+        # merely unreachable), the batch would still come back instead of being stranded
+        members = [e.member for e in RetryQueue(redis_client, keys, provider_name).list()]
+        assert retry_member(cid, 0) in members
 
         got = relay_a.by_recipient + relay_b.by_recipient
         assert set(got) == {f"r{i}@example.com" for i in range(ROWS)}

@@ -158,6 +158,7 @@ class CompiledCampaign:
         "_domain",
         "_from",
         "_from_address",
+        "_from_constant",
         "_from_written",
         "_headers",
         "_html",
@@ -193,6 +194,7 @@ class CompiledCampaign:
         self._from_written = written
         self._from_address = ascii_address(written, "from")
         self._from = _compile_field("from", name, header=True)
+        self._from_constant = self._sender(name) if self._from.template is None else ""
         self._return_path = None
         if spec.return_path is not None:
             if _is_template(spec.return_path) or parse_address(spec.return_path)[0]:
@@ -223,7 +225,7 @@ class CompiledCampaign:
             self._reply_to = _Field("reply_to", static_reply_to)
         self._safe_id = _safe_campaign(spec.id)
         self.skeleton = MimeSkeleton(
-            sender=None if self._from.template else self._sender(self._from.constant),
+            sender=None if self._from.template else self._from_constant,
             reply_to=static_reply_to,
             subject=None if self._subject.template else self._subject.constant,
             headers={name: f.constant for name, f in self._headers if f.template is None},
@@ -251,7 +253,10 @@ class CompiledCampaign:
         """
         context = {**recipient.vars, "email": recipient.email}
         subject = self._check(self._subject, context)
-        sender = self._sender(self._check(self._from, context))
+        if self._from.template is None:
+            sender = self._from_constant
+        else:
+            sender = self._sender(self._check(self._from, context))
         reply_to = None
         if self._reply_to is not None:
             reply_to = self._check(self._reply_to, context)

@@ -95,7 +95,7 @@ def smtp_error(exc: BaseException, stage: SmtpStage, *, where: str,
         return TransientDeliveryError(f"cannot connect to {where}: {exc}")
     if body_sent:
         return AmbiguousDeliveryError(
-            f"connection lost after the message body, before the reply: {exc}")
+            f"connection lost during DATA, before the final reply: {exc}")
     return TransientDeliveryError(f"connection lost at {stage.upper()}: {exc}")
 
 
@@ -396,6 +396,7 @@ class SmtpProvider:
         body_sent = False
         reusable = True
         mail_from, rcpt_to = envelope
+        stage: SmtpStage = "mail"  # until the three replies are in
         try:
             wire.write(b"MAIL " + mail_from + b"\r\nRCPT " + rcpt_to + b"\r\nDATA\r\n")
             replies: list[Reply] = []
@@ -414,6 +415,7 @@ class SmtpProvider:
             if lost is not None:
                 reusable = False
                 return SendResult(msg.row, error=self._error(lost, stages[len(replies)]))
+            stage = "data"
             wire.write(dot_stuff(msg.mime))
             body_sent = True
             final = await wire.reply()
@@ -423,7 +425,7 @@ class SmtpProvider:
             return SendResult(msg.row, provider_id=_queue_id(final.text))
         except WireLost as exc:
             reusable = False
-            return SendResult(msg.row, error=self._error(exc, "data", body_sent=body_sent))
+            return SendResult(msg.row, error=self._error(exc, stage, body_sent=body_sent))
         finally:
             if not session.is_open:
                 reusable = False

@@ -1,8 +1,17 @@
 """The providers file: ``[providers.NAME]`` tables, one per SMTP relay or HTTP API.
 
 Loaded and validated at start-up. A mistake is a :class:`~workers.errors.ConfigError`
-whose message names the file, the provider and the field. Secrets are never written in
-the file: it names an environment variable (``*_env``) or a file (``*_file``) instead.
+whose message names the file, the provider and the field, never the value (a mistyped
+key may hold a secret). Secrets are never written in the file: it names an environment
+variable (``*_env``) or a file (``*_file``) instead.
+
+Transport rules checked here: SMTP AUTH only over TLS (``allow_plaintext_auth`` and
+``tls_insecure`` only for a loopback host); API URLs ``https://`` (``http://`` only for a
+loopback host) without credentials in them.
+
+The provider kinds are listed once: the :data:`ProviderConfig` union; :data:`KINDS`
+and :data:`CONFIG_TYPES` are derived from it, and each config class names the module
+that implements its kind (``implementation``).
 """
 
 from __future__ import annotations

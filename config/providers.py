@@ -1,23 +1,44 @@
 """The providers file: ``[providers.NAME]`` tables, one per SMTP relay or HTTP API.
 
 Loaded and validated at start-up. A mistake is a :class:`~workers.errors.ConfigError`
-whose message names the file, the provider and the field. Secrets are never written in
-the file: it names an environment variable (``*_env``) or a file (``*_file``) instead.
+whose message names the file, the provider and the field, never the value (a mistyped
+key may hold a secret). Secrets are never written in the file: it names an environment
+variable (``*_env``) or a file (``*_file``) instead.
+
+Transport rules checked here: SMTP AUTH only over TLS (``allow_plaintext_auth`` and
+``tls_insecure`` only for a loopback host); API URLs ``https://`` (``http://`` only for a
+loopback host) without credentials in them.
+
+The provider kinds are listed once: the :data:`ProviderConfig` union; :data:`KINDS`
+and :data:`CONFIG_TYPES` are derived from it, and each config class names the module
+that implements its kind (``implementation``).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from config.units import Rate, parse_duration, parse_rate
 from workers.errors import ConfigError
 
 __all__ = [
+    "CONFIG_TYPES",
+    "KINDS",
     "HttpConfig",
     "MailgunConfig",
     "PostmarkConfig",
@@ -27,8 +48,10 @@ __all__ = [
     "SendgridConfig",
     "SesConfig",
     "SmtpConfig",
+    "is_loopback_host",
     "load_providers",
     "read_secret",
+    "sender_allowed",
 ]
 
 #: Keys that would hold a secret inline; the file must name an env var or a file instead.
@@ -38,6 +61,37 @@ INLINE_SECRET_KEYS = frozenset(
 )
 
 Seconds = Annotated[float, Field(ge=0)]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1): the only hosts
+    where plaintext AUTH, unverified TLS and ``http://`` API URLs are accepted."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _sender_pattern(value: str) -> str:
+    """An ``allowed_senders`` entry in the form addresses are compared in (lower case,
+    IDNA domain); a ValueError names the entry's position, never the value."""
+    local, at, domain = value.strip().lower().rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError("each entry must be an address pattern like \"*@shop.example\"")
+    if not domain.isascii():
+        import idna
+
+        try:
+            domain = ".".join(
+                label if label == "*" or label.isascii()
+                else idna.encode(label, uts46=True).decode("ascii")
+                for label in domain.split("."))
+        except idna.IDNAError:
+            raise ValueError("an entry has a domain that is not a valid IDN") from None
+    return f"{local}@{domain}"
 
 
 class _Base(BaseModel):
@@ -64,6 +118,23 @@ class _Base(BaseModel):
 
     timeout: Seconds = 30.0
     batch_size: int | None = Field(default=None, ge=1, le=10000)
+
+    #: From addresses campaigns may use with this provider (``"*@shop.example"``,
+    #: ``"news@shop.example"``); empty allows any. Checked before anything is enqueued.
+    allowed_senders: tuple[str, ...] = ()
+
+    #: the module that implements this kind (``create(name, cfg, **options)``); a name,
+    #: not an import: config never imports workers
+    implementation: ClassVar[str]
+
+    @field_validator("allowed_senders", mode="before")
+    @classmethod
+    def _allowed_senders(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError("must be a list of address patterns")
+        if isinstance(v, list | tuple):
+            return tuple(_sender_pattern(p) if isinstance(p, str) else p for p in v)
+        return v
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -100,10 +171,13 @@ class _Base(BaseModel):
 
 
 class SmtpConfig(_Base):
+    implementation: ClassVar[str] = "workers.providers.smtp"
     kind: Literal["smtp"]
     host: str
     port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["none", "starttls", "implicit"] = "starttls"
+    #: AUTH without TLS; accepted only for a loopback host (a local test relay)
+    allow_plaintext_auth: bool = False
     username: str | None = None
     password_env: str | None = None
     password_file: Path | None = None
@@ -111,12 +185,73 @@ class SmtpConfig(_Base):
     max_messages_per_connection: int = Field(default=1000, ge=1)
     #: idle seconds after which a pooled connection is checked with NOOP before use
     idle_check: Seconds = 30.0
-    #: skip certificate checks (local test relays only)
+    #: skip certificate checks (loopback hosts only: local test relays)
     tls_insecure: bool = False
     #: EHLO name; the local host name when empty
     local_hostname: str | None = None
     #: use SMTP PIPELINING (RFC 2920) when the server advertises it
     pipelining: bool = True
+    #: envelope sender (MAIL FROM) for every campaign on this relay that sets none; the
+    #: From address when unset
+    return_path: str | None = None
+
+    @field_validator("allow_plaintext_auth")
+    @classmethod
+    def _plaintext_auth(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and not is_loopback_host(str(info.data.get("host", ""))):
+            raise ValueError("plaintext AUTH is allowed only for a loopback host "
+                             "(localhost, 127.0.0.1, ::1)")
+        return v
+
+    @field_validator("username")
+    @classmethod
+    def _auth_needs_tls(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # The password would cross the network in clear; a local test relay may opt in.
+        if v and info.data.get("tls") == "none" and not info.data.get("allow_plaintext_auth"):
+            raise ValueError('AUTH needs TLS: set tls = "starttls" or "implicit" '
+                             '(or allow_plaintext_auth = true for a loopback host)')
+        return v
+
+    @field_validator("tls_insecure")
+    @classmethod
+    def _insecure_loopback_only(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and not is_loopback_host(str(info.data.get("host", ""))):
+            raise ValueError("certificate checks can be skipped only for a loopback host "
+                             "(localhost, 127.0.0.1, ::1)")
+        return v
+
+    @field_validator("return_path")
+    @classmethod
+    def _return_path(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_bare_address(v)
+        return v
+
+
+def _check_bare_address(value: str) -> None:
+    # the full check (IDNA, quoting) is the worker's address parser; here the shape
+    local, at, domain = value.rpartition("@")
+    if (not at or not local or not domain or any(c in value for c in "<>, \t\r\n\x00")):
+        raise ValueError("must be one bare address like bounces@shop.example")
+
+
+def _check_api_url(v: str | None) -> str | None:
+    """https only (http for a loopback host, e.g. a local fake), no credentials inside."""
+    if v is None:
+        return v
+    try:
+        parts = urlsplit(v)
+        host = parts.hostname or ""
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("credentials in the URL are refused: use api_key_env or "
+                         "api_key_file")
+    if not host:
+        raise ValueError("must be an absolute https:// URL")
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(host)):
+        raise ValueError("must use https:// (http:// only for a loopback host)")
+    return v
 
 
 class _HttpBase(_Base):
@@ -127,27 +262,37 @@ class _HttpBase(_Base):
     #: concurrent HTTP requests per worker process
     concurrency: int = Field(default=4, ge=1, le=100)
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        return _check_api_url(v)
+
 
 class SendgridConfig(_HttpBase):
+    implementation: ClassVar[str] = "workers.providers.sendgrid"
     kind: Literal["sendgrid"]
 
 
 class MailgunConfig(_HttpBase):
+    implementation: ClassVar[str] = "workers.providers.mailgun"
     kind: Literal["mailgun"]
     domain: str
 
 
 class PostmarkConfig(_HttpBase):
+    implementation: ClassVar[str] = "workers.providers.postmark"
     kind: Literal["postmark"]
     message_stream: str = "outbound"
 
 
 class ResendConfig(_HttpBase):
+    implementation: ClassVar[str] = "workers.providers.resend"
     kind: Literal["resend"]
     validation: Literal["strict", "permissive"] = "permissive"
 
 
 class SesConfig(_HttpBase):
+    implementation: ClassVar[str] = "workers.providers.ses"
     kind: Literal["ses"]
     region: str = "us-east-1"
     access_key_id_env: str | None = None
@@ -158,11 +303,19 @@ class SesConfig(_HttpBase):
 
 
 class HttpConfig(_HttpBase):
+    implementation: ClassVar[str] = "workers.providers.generic_http"
     kind: Literal["http"]
     url: str
     http_batch_size: int = Field(default=100, ge=1, le=10000)
     auth_header: str = "Authorization"
     auth_scheme: str = "Bearer"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        checked = _check_api_url(v)
+        assert checked is not None
+        return checked
 
 
 ProviderConfig = Annotated[
@@ -170,6 +323,23 @@ ProviderConfig = Annotated[
     | HttpConfig,
     Field(discriminator="kind"),
 ]
+
+#: Every provider kind's config class: the one list of kinds (the union above).
+CONFIG_TYPES: tuple[type[_Base], ...] = get_args(get_args(ProviderConfig)[0])
+
+#: kind name -> config class
+KINDS: dict[str, type[_Base]] = {
+    get_args(cls.model_fields["kind"].annotation)[0]: cls for cls in CONFIG_TYPES
+}
+
+
+def sender_allowed(cfg: ProviderConfig, address: str) -> bool:
+    """Whether ``address`` (ASCII form, IDNA domain) matches the provider's
+    ``allowed_senders`` (any address when the list is empty)."""
+    if not cfg.allowed_senders:
+        return True
+    address = address.lower()
+    return any(fnmatch.fnmatchcase(address, p) for p in cfg.allowed_senders)
 
 
 class ProvidersFile(BaseModel):
@@ -199,14 +369,12 @@ def _describe(path: Path, exc: ValidationError) -> str:
             where += f": provider {loc[1]!r}"
             loc = loc[2:]
             # the discriminated union puts the kind name first; it is not a field
-            if loc and loc[0] in {"smtp", "sendgrid", "mailgun", "postmark", "resend", "ses",
-                                  "http"}:
+            if loc and loc[0] in KINDS:
                 loc = loc[1:]
         field = ".".join(loc) or "kind"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        # Never the value: a mistyped key may hold a secret (smtp_password = "...").
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: field {field!r}: {msg}{shown}")
+        lines.append(f"{where}: field {field!r}: {msg}")
     return "\n".join(lines)
 
 

@@ -175,6 +175,8 @@ class CampaignSpec:
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     batch_size: int = 500
+    #: explicit envelope sender (MAIL FROM); the From address when unset
+    return_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)

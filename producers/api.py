@@ -97,5 +97,7 @@ class Bulkmail:
             known = ", ".join(sorted(self.providers)) or "none configured"
             raise InputError(f"unknown provider {spec.provider!r} (providers file "
                              f"{self.settings.providers} has: {known})")
-        CompiledCampaign.compile(spec)  # raises TemplateError naming the field
+        # raises TemplateError naming the field, InputError for a sender not allowed
+        CompiledCampaign.compile(spec).check_allowed_senders(
+            spec.provider, self.providers[spec.provider])
         return spec

@@ -34,7 +34,7 @@ __all__ = ["header_variables", "load_campaign", "new_campaign_id"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KNOWN = {"id", "provider", "from", "reply_to", "subject", "text", "text_file", "html",
-          "html_file", "headers", "batch_size"}
+          "html_file", "headers", "batch_size", "return_path"}
 
 
 def new_campaign_id() -> str:
@@ -121,11 +121,16 @@ def load_campaign(
         reply_to=_str_field(p, data, "reply_to", required=False),
         headers={str(k): v for k, v in headers.items()},
         batch_size=batch_size,
+        return_path=_str_field(p, data, "return_path", required=False),
     )
     try:
         compiled = CompiledCampaign.compile(spec)
     except TemplateError as exc:
         raise TemplateError(f"{p}: {exc}") from None
+    try:
+        compiled.check_allowed_senders(provider, providers[provider])
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None
     return spec, compiled
 
 

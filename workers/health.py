@@ -14,11 +14,10 @@ __all__ = ["check_provider"]
 
 
 async def _check_smtp(name: str, cfg: SmtpConfig) -> str:
+    from workers.providers.smtp import smtp_client, tls_state
+
     password = read_secret(name, cfg.password_env, cfg.password_file)
-    client = aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
-                             use_tls=cfg.tls == "implicit", start_tls=cfg.tls == "starttls",
-                             validate_certs=not cfg.tls_insecure,
-                             local_hostname=cfg.local_hostname)
+    client = smtp_client(cfg)  # the same client, TLS and certificate checks as sending
     started = time.perf_counter()
     steps = []
     await client.connect()
@@ -32,11 +31,14 @@ async def _check_smtp(name: str, cfg: SmtpConfig) -> str:
         steps.append("AUTH")
     await client.quit()
     ms = (time.perf_counter() - started) * 1000
-    return f"{cfg.host}:{cfg.port} {' + '.join(steps)} ok in {ms:.0f} ms"
+    return f"{cfg.host}:{cfg.port} {' + '.join(steps)} ok in {ms:.0f} ms; {tls_state(cfg)}"
 
 
 def check_provider(name: str, cfg: ProviderConfig) -> tuple[bool, str]:
-    """``(ok, what happened)`` for one provider. Never raises for a provider problem."""
+    """``(ok, what happened)`` for one provider. Never raises for a provider problem.
+
+    For SMTP the text ends with the TLS state ("STARTTLS, certificate verified",
+    "no TLS (loopback)", ...)."""
     try:
         if isinstance(cfg, SmtpConfig):
             return True, asyncio.run(_check_smtp(name, cfg))

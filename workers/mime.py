@@ -52,9 +52,12 @@ __all__ = [
     "RESERVED_HEADERS",
     "MimeSkeleton",
     "ascii_address",
+    "ascii_domain",
     "check_header_name",
+    "format_address",
     "format_date",
     "parse_address",
+    "sender_address",
     "transfer_encoding",
 ]
 
@@ -94,6 +97,11 @@ _NAME_ADDR = re.compile(r'((?:"(?:[^"\\]|\\.)*"|[^"<])*)<(.*)>', re.DOTALL)
 _QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _ATOM_PHRASE = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*")
+# a display name that reads back the same unquoted: no specials, no outer blanks
+_NAME_WORD = r'[^\x00-\x1f\x7f"(),.:;<>@\[\\\] ]+'
+_PLAIN_NAME = re.compile(rf"{_NAME_WORD}(?: {_NAME_WORD})*")
+# a UTF-8 local part (RFC 6531): anything printable but specials and blanks
+_UTF8_LOCAL = re.compile(r'[^\x00-\x20\x7f"(),:;<>@\[\\\]]+')
 _BOUNDARY = re.compile(r"=_[0-9A-Za-z'()+_,\-./:=?]{1,64}")  # fits the folded line
 _HIGH_BYTES = bytes(range(128, 256))
 
@@ -158,34 +166,71 @@ def parse_address(value: str) -> tuple[str, str]:
     return name, addr
 
 
-def ascii_address(addr: str, field: str = "address") -> str:
-    """``addr`` as an ASCII RFC 5322 addr-spec: IDNA-encode a non-ASCII domain.
+def format_address(name: str, addr: str) -> str:
+    """The inverse of :func:`parse_address`: ``name`` as an RFC 5322 phrase (quoted when
+    it holds specials) before ``<addr>``; just ``addr`` without a name. Whatever the name
+    holds (commas, ``<``, ``@``, quotes), parsing the result gives back ``(name, addr)``
+    with the name stripped, so a name can never add or change an address."""
+    name = name.strip()
+    if not name:
+        return addr
+    phrase = name if _PLAIN_NAME.fullmatch(name) else _quote(name)
+    return f"{phrase} <{addr}>"
+
+
+def ascii_domain(domain: str, field: str = "address") -> str:
+    """``domain`` in ASCII: IDNA-encoded (UTS 46) when it is not ASCII already."""
+    if domain.isascii():
+        return domain
+    import idna  # only for the rare internationalized domain
+
+    try:
+        return str(idna.encode(domain, uts46=True).decode("ascii"))
+    except idna.IDNAError as exc:
+        raise TemplateError(f"{field}: bad domain {domain!r}: {exc}") from exc
+
+
+def ascii_address(addr: str, field: str = "address", *, utf8_local: bool = False) -> str:
+    """``addr`` as an RFC 5322 addr-spec with an ASCII domain (IDNA-encoded when not).
 
     Raises :class:`TemplateError` (naming ``field``) for anything that is not exactly one
-    ``local@domain``, and for a non-ASCII local part, which would need SMTPUTF8.
+    ``local@domain``, and for a non-ASCII local part, which needs SMTPUTF8, unless
+    ``utf8_local`` (a recipient: the SMTP provider then sends it only over SMTPUTF8).
     """
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain:
         raise TemplateError(f"{field}: {addr!r} is not an email address")
     if not local.isascii():
-        raise TemplateError(f"{field}: {addr!r} has a non-ASCII local part (needs SMTPUTF8)")
-    if not domain.isascii():
-        import idna  # only for the rare internationalized domain
-
-        try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except idna.IDNAError as exc:
-            raise TemplateError(f"{field}: bad domain in {addr!r}: {exc}") from exc
-    if not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+        if not utf8_local:
+            raise TemplateError(
+                f"{field}: {addr!r} has a non-ASCII local part (needs SMTPUTF8)")
+        if not _UTF8_LOCAL.fullmatch(local):
+            raise TemplateError(f"{field}: {addr!r} is not an email address")
+    elif not _LOCAL.fullmatch(local):
+        raise TemplateError(f"{field}: {addr!r} is not an email address")
+    domain = ascii_domain(domain, field)
+    if not _DOMAIN.fullmatch(domain):
         raise TemplateError(f"{field}: {addr!r} is not an email address")
     return f"{local}@{domain}"
+
+
+def sender_address(value: str, field: str = "from") -> str:
+    """The address of an address header value (``"Shop, Inc" <news@shop.example>`` ->
+    ``news@shop.example``), validated, with an ASCII domain: what goes in MAIL FROM and
+    in every API's from address. Raises :class:`TemplateError` naming ``field``."""
+    _refuse_injection(value, field)
+    return ascii_address(parse_address(value)[1], field)
 
 
 def _address_line(prefix: str, value: str, field: str) -> bytes:
     """``From: Name <addr>`` as encoded, folded header bytes."""
     _refuse_injection(value, field)
     name, addr = parse_address(value)
-    addr = ascii_address(addr, field)
+    # Only the recipient may have a UTF-8 local part: it goes out raw (RFC 6532), and
+    # only over SMTPUTF8 (the SMTP provider refuses it to a relay without).
+    addr = ascii_address(addr, field, utf8_local=field == "to")
+    if not addr.isascii():
+        return f"{prefix}{_quote(name) + ' ' if name else ''}<{addr}>\r\n".encode()
     if not name:
         return f"{prefix}{addr}\r\n".encode("ascii")
     if name.isascii() and name.isprintable() and "=?" not in name:

@@ -19,11 +19,9 @@ from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 
-from config.providers import ProviderConfig, SmtpConfig
+from config.providers import ProviderConfig
 from config.settings import Settings
 from workers.providers import Provider, create_provider
-from workers.providers.http_base import HttpProvider
-from workers.providers.smtp import SmtpProvider
 from workers.ratelimit import ConnectionLeases, RateLimiter
 from workers.ratelimit.gate import LeaseGate
 from workers.templates import CompiledCampaign
@@ -117,12 +115,7 @@ class Runtime:
                 # SMTP: one lease per open session; HTTP APIs: one per call in flight
                 leases = ConnectionLeases(self.redis, self.settings.keys, name, cfg)
                 gate = LeaseGate(leases, self.worker_id, wait=cfg.max_wait)
-            if isinstance(cfg, SmtpConfig):
-                provider = SmtpProvider(name, cfg, gate=gate)
-            else:
-                provider = create_provider(name, cfg)
-                if gate is not None and isinstance(provider, HttpProvider):
-                    provider.call_gate = gate
+            provider = create_provider(name, cfg, gate=gate)
             self._providers[name] = provider
         return provider
 

@@ -9,6 +9,11 @@ autoescaped. A string without ``{{``, ``{%`` or ``{#`` is used as it is, unrende
 
 All parsing and checking happens in :meth:`CompiledCampaign.compile`, so that
 :meth:`CompiledCampaign.render`, which runs once per recipient, only renders.
+
+The sender is split at compile time into a display-name template and a fixed address,
+validated once: recipient data can change the name only, never the address that goes
+in MAIL FROM or an API's from address (the name is re-encoded as an RFC 5322 phrase).
+Reply-To may be a template; every rendered value must be exactly one valid address.
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from config.providers import ProviderConfig, sender_allowed
 from config.schema import CampaignSpec, Recipient
-from workers.errors import TemplateError
-from workers.mime import MimeSkeleton, ascii_address, check_header_name, parse_address
+from workers.errors import InputError, TemplateError
+from workers.mime import (
+    MimeSkeleton,
+    ascii_address,
+    check_header_name,
+    format_address,
+    parse_address,
+)
 from workers.providers.base import OutgoingMessage
 
 __all__ = ["CompiledCampaign", "message_id"]
@@ -68,6 +80,14 @@ def message_id(campaign_id: str, row: int, sender: str) -> str:
     """
     domain = _domain_of(sender, "from")
     return _message_id(_safe_campaign(campaign_id), campaign_id, row, domain)
+
+
+def _reply_to(value: str) -> str:
+    """A Reply-To value checked as exactly one address and written back canonically, so
+    that every kind passes the same single address on (``"a@x, b@y"`` is refused)."""
+    name, addr = parse_address(value)
+    ascii_address(addr, "reply_to")
+    return format_address(name, addr)
 
 
 def _is_template(source: str) -> bool:
@@ -137,9 +157,13 @@ class CompiledCampaign:
     __slots__ = (
         "_domain",
         "_from",
+        "_from_address",
+        "_from_constant",
+        "_from_written",
         "_headers",
         "_html",
         "_reply_to",
+        "_return_path",
         "_safe_id",
         "_subject",
         "_text",
@@ -159,7 +183,23 @@ class CompiledCampaign:
         self._subject = _compile_field("subject", spec.subject, header=True)
         self._text = None if spec.text is None else _compile_field("text", spec.text)
         self._html = None if spec.html is None else _compile_field("html", spec.html, html=True)
-        self._from = _compile_field("from", spec.sender, header=True)
+        if "\r" in spec.sender or "\n" in spec.sender or "\x00" in spec.sender:
+            raise TemplateError("header injection in from: value contains CR, LF or NUL")
+        name, written = parse_address(spec.sender)
+        if _is_template(written):
+            raise TemplateError(
+                "from: the address cannot be a template, only the display name can "
+                '(from = "{{ brand }} <news@shop.example>")')
+        #: the From address as written (the header IDNA-encodes it) and in ASCII
+        self._from_written = written
+        self._from_address = ascii_address(written, "from")
+        self._from = _compile_field("from", name, header=True)
+        self._from_constant = self._sender(name) if self._from.template is None else ""
+        self._return_path = None
+        if spec.return_path is not None:
+            if _is_template(spec.return_path) or parse_address(spec.return_path)[0]:
+                raise TemplateError("return_path: must be one bare address, not a template")
+            self._return_path = ascii_address(spec.return_path, "return_path")
         self._reply_to = None
         if spec.reply_to is not None:
             self._reply_to = _compile_field("reply_to", spec.reply_to, header=True)
@@ -178,15 +218,14 @@ class CompiledCampaign:
 
         # Constants are checked once, here: the skeleton encodes them (and so refuses a
         # bad address or header value) and the sender's domain is needed for Message-IDs.
-        self._domain: str | None = None
-        if self._from.template is None:
-            self._domain = _domain_of(spec.sender, "from")
+        self._domain = self._from_address.rpartition("@")[2]
         static_reply_to = None
         if self._reply_to is not None and self._reply_to.template is None:
-            static_reply_to = self._reply_to.constant
+            static_reply_to = _reply_to(self._reply_to.constant)
+            self._reply_to = _Field("reply_to", static_reply_to)
         self._safe_id = _safe_campaign(spec.id)
         self.skeleton = MimeSkeleton(
-            sender=None if self._from.template else self._from.constant,
+            sender=None if self._from.template else self._from_constant,
             reply_to=static_reply_to,
             subject=None if self._subject.template else self._subject.constant,
             headers={name: f.constant for name, f in self._headers if f.template is None},
@@ -214,26 +253,55 @@ class CompiledCampaign:
         """
         context = {**recipient.vars, "email": recipient.email}
         subject = self._check(self._subject, context)
-        sender = self._check(self._from, context)
-        reply_to = None if self._reply_to is None else self._check(self._reply_to, context)
+        if self._from.template is None:
+            sender = self._from_constant
+        else:
+            sender = self._sender(self._check(self._from, context))
+        reply_to = None
+        if self._reply_to is not None:
+            reply_to = self._check(self._reply_to, context)
+            if self._reply_to.template is not None:
+                reply_to = _reply_to(reply_to)
         headers = {name: self._check(f, context) for name, f in self._headers}
         email = recipient.email
         if "\r" in email or "\n" in email or "\x00" in email:
             raise TemplateError("header injection in to: address contains CR, LF or NUL")
-        domain = self._domain if self._domain is not None else _domain_of(sender, "from")
         return OutgoingMessage(
             row=recipient.row,
             campaign_id=self.spec.id,
             recipient=email,
             sender=sender,
+            from_address=self._from_address,
+            return_path=self._return_path,
             subject=subject,
-            message_id=_message_id(self._safe_id, self.spec.id, recipient.row, domain),
+            message_id=_message_id(self._safe_id, self.spec.id, recipient.row, self._domain),
             text=None if self._text is None else self._text.render(context),
             html=None if self._html is None else self._html.render(context),
             reply_to=reply_to,
             headers=headers,
             variables=recipient.vars,
         )
+
+    @property
+    def from_address(self) -> str:
+        """The campaign's From address (ASCII, IDNA domain): the same for every message."""
+        return self._from_address
+
+    def check_allowed_senders(self, provider: str, cfg: ProviderConfig) -> None:
+        """Raise :class:`InputError` unless the From address (and the return path, when
+        set) match ``allowed_senders`` of ``provider``. Called before anything is
+        enqueued."""
+        for field, address in (("from", self._from_address),
+                               ("return_path", self._return_path)):
+            if address is not None and not sender_allowed(cfg, address):
+                raise InputError(
+                    f"{field}: {address!r} is not among the allowed_senders of provider "
+                    f"{provider!r}")
+
+    def _sender(self, name: str) -> str:
+        # the rendered name as a phrase before the fixed address: parsing the result
+        # gives back exactly this address, whatever the name holds
+        return format_address(name, self._from_written)
 
     @staticmethod
     def _check(field: _Field, context: dict[str, Any]) -> str:

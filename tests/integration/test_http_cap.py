@@ -38,9 +38,9 @@ def test_two_processes_share_the_cap(redis_url: str, keys: Keys) -> None:
         client = aioredis.Redis.from_url(redis_url)
         leases = ConnectionLeases(client, keys, "relay", cfg)
         # two "worker processes": two provider instances with their own concurrency 4
-        senders = [create("relay", cfg, transport=fake.transport()) for _ in range(2)]
-        for i, p in enumerate(senders):
-            p.call_gate = LeaseGate(leases, f"proc{i}", wait=cfg.max_wait)
+        senders = [create("relay", cfg, transport=fake.transport(),
+                          gate=LeaseGate(leases, f"proc{i}", wait=cfg.max_wait))
+                   for i in range(2)]
         try:
             batches = await asyncio.gather(*(p.send(make_messages(80, start=i * 80))
                                              for i, p in enumerate(senders)))
@@ -66,8 +66,8 @@ def test_no_place_within_max_wait_parks_the_call(redis_url: str, keys: Keys) -> 
         leases = ConnectionLeases(client, keys, "relay", cfg)
         held = await leases.acquire("another-process", 30)  # the only place is taken
         assert held is not None
-        p = create("relay", cfg, transport=fake.transport())
-        p.call_gate = LeaseGate(leases, "me", wait=cfg.max_wait)
+        p = create("relay", cfg, transport=fake.transport(),
+                   gate=LeaseGate(leases, "me", wait=cfg.max_wait))
         try:
             return [r.error for r in await p.send(make_messages(10))]
         finally:

@@ -127,7 +127,8 @@ def test_rejected_credentials_stop_the_provider(monkeypatch: pytest.MonkeyPatch)
     ctl.start()
     try:
         monkeypatch.setenv("T_RELAY_PW", "wrong")
-        provider = SmtpProvider("p", _cfg(port, username="u", password_env="T_RELAY_PW"))
+        provider = SmtpProvider("p", _cfg(port, username="u", password_env="T_RELAY_PW",
+                                                allow_plaintext_auth=True))
         with pytest.raises(ProviderAuthError) as exc:
             _send(provider, [_msg(1, "a@x.test"), _msg(2, "b@x.test")])
         assert exc.value.code == 535

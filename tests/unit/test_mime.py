@@ -67,6 +67,9 @@ def make(
         html=html,
         reply_to=reply_to,
         headers=headers or {},
+        # given, so that a bad From is left for the builder to refuse (the property
+        # tests below); the worker's messages always carry the compiled address
+        from_address="news@example.com",
     )
 
 
@@ -592,14 +595,26 @@ def test_longest_header_name_with_encoded_value() -> None:
 
 @pytest.mark.parametrize(
     "addr",
-    ["", "no-at-sign", "a@", "@b.com", "a b@c.com", "a@b c", "ü@example.com", "a@b.com, c@d.com",
-     "a@b..c", "Name <a@b.com"],
+    ["", "no-at-sign", "a@", "@b.com", "a b@c.com", "a@b c", "a@b.com, c@d.com",
+     "a@b..c", "Name <a@b.com", "ü b@example.com", "ü<@example.com"],
 )  # fmt: skip
 def test_bad_addresses_are_refused(addr: str) -> None:
     with pytest.raises(TemplateError, match=r"^to: "):
         build(make(recipient=addr))
     with pytest.raises(TemplateError):
         ascii_address(addr)
+
+
+def test_utf8_local_part_only_for_the_recipient() -> None:
+    # RFC 6532: the To header carries it raw; the SMTP provider sends it only over
+    # SMTPUTF8. A sender or Reply-To with one is refused (it would need SMTPUTF8 for
+    # every recipient).
+    raw = build(make(recipient="jürgen@bücher.example"))
+    assert "To: <jürgen@xn--bcher-kva.example>\r\n".encode() in raw
+    with pytest.raises(TemplateError, match="needs SMTPUTF8"):
+        ascii_address("ü@example.com")
+    with pytest.raises(TemplateError, match=r"^reply_to: .*needs SMTPUTF8"):
+        build(make(reply_to="ü@example.com"))
 
 
 def test_parse_address() -> None:

@@ -268,14 +268,18 @@ def test_html_safe_filter_still_works() -> None:
     )
 
 
-def test_templated_sender_gives_message_id_of_its_domain() -> None:
-    compiled = compile_(sender="{{ brand }} <news@{{ domain }}>")
-    rec = Recipient(5, "a@example.com", {"brand": "Ünï", "domain": "shöp.example", "name": "A"})
+def test_templated_sender_name_keeps_the_fixed_address() -> None:
+    compiled = compile_(sender="{{ brand }} <news@shöp.example>")
+    rec = Recipient(5, "a@example.com", {"brand": "Ünï", "name": "A"})
     msg = compiled.render(rec)
     assert msg.sender == "Ünï <news@shöp.example>"
+    assert msg.from_address == "news@xn--shp-tna.example"
     assert msg.message_id == message_id("spring-sale", 5, "news@xn--shp-tna.example")
-    with pytest.raises(TemplateError, match=r"^from: "):
-        compiled.render(Recipient(5, "a@example.com", {"brand": "x", "domain": "", "name": "A"}))
+    # the address is fixed when the campaign is compiled: data can change the name only
+    with pytest.raises(TemplateError, match=r"^from: the address cannot be a template"):
+        compile_(sender="{{ brand }} <news@{{ domain }}>")
+    with pytest.raises(TemplateError, match=r"^from: the address cannot be a template"):
+        compile_(sender="{{ sender }}")
 
 
 # -------------------------------------------------------------------------- message id

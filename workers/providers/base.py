@@ -23,6 +23,12 @@ class OutgoingMessage:
     wants raw MIME (SMTP, SES raw); API providers read the rendered parts instead.
     ``variables`` are the recipient's own variables (not ``email``), for providers that
     render a stored template themselves (SES SendBulkEmail).
+
+    ``sender`` is the From header value; ``from_address`` its address, validated, with an
+    ASCII domain: every kind's from address. The SMTP envelope sender (MAIL FROM) is
+    ``return_path`` when set, else ``from_address`` (see :attr:`envelope_sender`). A
+    message built without ``from_address`` gets it from ``sender`` by the one address
+    parser (``workers.mime.sender_address``).
     """
 
     row: int
@@ -37,6 +43,19 @@ class OutgoingMessage:
     headers: dict[str, str] = field(default_factory=dict)
     mime: bytes | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    from_address: str = ""
+    return_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.from_address:
+            from workers.mime import sender_address  # mime imports this module
+
+            self.from_address = sender_address(self.sender)
+
+    @property
+    def envelope_sender(self) -> str:
+        """The SMTP MAIL FROM address: the explicit return path, else the From address."""
+        return self.return_path or self.from_address
 
     @property
     def correlation_id(self) -> str:

@@ -43,6 +43,7 @@ from workers.providers.http_base import (
     HttpProvider,
     Outcome,
     Plan,
+    from_header,
     json_bytes,
     message_headers,
     read_json,
@@ -70,7 +71,7 @@ class GenericHttpProvider(HttpProvider[HttpConfig]):
         return {
             "id": msg.message_id,
             "correlation_id": msg.correlation_id,
-            "from": msg.sender,
+            "from": from_header(msg),
             "to": msg.recipient,
             "reply_to": msg.reply_to,
             "subject": msg.subject,

@@ -29,7 +29,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import Any, ClassVar, Generic, TypeAlias, TypedDict, TypeVar, Unpack
 
 import httpx
@@ -45,6 +44,7 @@ from workers.errors import (
     ProviderBusyError,
     TransientDeliveryError,
 )
+from workers.mime import format_address, parse_address
 from workers.providers.base import ConnectionGate, NoGate, OutgoingMessage, SendResult
 
 __all__ = [
@@ -56,10 +56,12 @@ __all__ = [
     "Plan",
     "add_bodies",
     "address_parts",
+    "from_header",
     "json_bytes",
     "message_headers",
     "pack",
     "read_json",
+    "sender_parts",
     "too_large",
 ]
 
@@ -118,11 +120,23 @@ def read_json(response: httpx.Response) -> Any:
 
 
 def address_parts(value: str) -> tuple[str, str]:
-    """``"Shop <news@example.com>"`` -> ``("Shop", "news@example.com")``."""
+    """``"Shop <news@example.com>"`` -> ``("Shop", "news@example.com")``, by the one
+    address parser (:func:`workers.mime.parse_address`)."""
     if "<" not in value and '"' not in value and " " not in value:
-        return "", value  # a bare address (every recipient): parseaddr costs ~7 us
-    name, addr = parseaddr(value)
-    return name, addr or value
+        return "", value  # a bare address (every recipient)
+    return parse_address(value)
+
+
+def sender_parts(msg: OutgoingMessage) -> tuple[str, str]:
+    """The From display name and the validated From address (never re-parsed from the
+    header: the address is fixed when the campaign is compiled)."""
+    return address_parts(msg.sender)[0], msg.from_address
+
+
+def from_header(msg: OutgoingMessage) -> str:
+    """The From value for APIs that take one string: the display name as a phrase before
+    the validated address (a comma in the name cannot make a second address)."""
+    return format_address(*sender_parts(msg))
 
 
 def message_headers(msg: OutgoingMessage, *, message_id: bool) -> dict[str, str]:
@@ -204,7 +218,11 @@ CfgT = TypeVar("CfgT", bound=_HttpBase)
 
 
 class HttpOptions(TypedDict, total=False):
-    """Keyword options every kind's ``create`` accepts (tests use them)."""
+    """Keyword options every kind's ``create`` accepts (``gate`` as every kind, SMTP
+    included; the others are test hooks)."""
+
+    #: cluster-wide cap on calls in flight (``max_connections``); none when ``None``
+    gate: ConnectionGate | None
 
     #: replaces the network (an ``httpx.MockTransport`` over a fake provider)
     transport: httpx.AsyncBaseTransport
@@ -238,8 +256,8 @@ class HttpProvider(ABC, Generic[CfgT]):
         self._client: httpx.AsyncClient | None = None
         self._limit: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: cluster-wide cap on calls in flight (``max_connections``); set by the runtime
-        self.call_gate: ConnectionGate = NoGate()
+        #: cluster-wide cap on calls in flight (``max_connections``)
+        self.call_gate: ConnectionGate = options.get("gate") or NoGate()
         #: credentials sent with every request; kept out of repr and of every message
         self.auth_headers: dict[str, str] = {}
         self.prepare()

@@ -48,6 +48,7 @@ from workers.providers.http_base import (
     Outcome,
     Plan,
     address_parts,
+    from_header,
     json_bytes,
     pack,
     read_json,
@@ -114,7 +115,7 @@ class MailgunProvider(HttpProvider[MailgunConfig]):
     def _plan_group(self, group: list[OutgoingMessage], members: list[int],
                     plan: Plan) -> None:
         first = group[0]
-        fixed: list[tuple[str, str]] = [("from", first.sender)]
+        fixed: list[tuple[str, str]] = [("from", from_header(first))]
         if first.reply_to:
             fixed.append(("h:Reply-To", first.reply_to))
         # form field, variable name and how to read it from a message, for every part

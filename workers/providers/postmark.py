@@ -39,6 +39,7 @@ from workers.providers.http_base import (
     Outcome,
     Plan,
     add_bodies,
+    from_header,
     json_bytes,
     message_headers,
     pack,
@@ -87,7 +88,7 @@ class PostmarkProvider(HttpProvider[PostmarkConfig]):
 
     def _element(self, msg: OutgoingMessage) -> dict[str, Any]:
         element: dict[str, Any] = {
-            "From": msg.sender,
+            "From": from_header(msg),
             "To": msg.recipient,
             "Subject": msg.subject,
             "MessageStream": self.cfg.message_stream,

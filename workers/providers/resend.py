@@ -39,6 +39,7 @@ from workers.providers.http_base import (
     Outcome,
     Plan,
     add_bodies,
+    from_header,
     json_bytes,
     message_headers,
     read_json,
@@ -67,7 +68,7 @@ class ResendProvider(HttpProvider[ResendConfig]):
     @staticmethod
     def _element(msg: OutgoingMessage) -> dict[str, Any]:
         element: dict[str, Any] = {
-            "from": msg.sender,
+            "from": from_header(msg),
             "to": [msg.recipient],
             "subject": msg.subject,
             "headers": message_headers(msg, message_id=True),

@@ -47,6 +47,7 @@ from workers.providers.http_base import (
     message_headers,
     pack,
     read_json,
+    sender_parts,
     too_large,
 )
 
@@ -149,7 +150,9 @@ class SendgridProvider(HttpProvider[SendgridConfig]):
             content.append({"type": "text/plain", "value": TEXT_TAG if tokens else msg.text})
         if msg.html is not None:
             content.append({"type": "text/html", "value": HTML_TAG if tokens else msg.html})
-        shared: dict[str, Any] = {"from": _address(msg.sender), "content": content}
+        name, addr = sender_parts(msg)
+        sender = {"email": addr, "name": name} if name else {"email": addr}
+        shared: dict[str, Any] = {"from": sender, "content": content}
         if msg.reply_to:
             shared["reply_to"] = _address(msg.reply_to)
         if self.cfg.sandbox:

@@ -63,7 +63,7 @@ import base64
 import json
 import os
 from collections.abc import Sequence
-from email.utils import formataddr, parseaddr
+from email.utils import formataddr
 from typing import Any, Unpack
 
 import httpx
@@ -86,6 +86,8 @@ from workers.providers.http_base import (
     HttpProvider,
     Outcome,
     Plan,
+    address_parts,
+    from_header,
     json_bytes,
     message_headers,
     pack,
@@ -150,7 +152,7 @@ def bulk_outcome(entry: Any) -> Outcome:
 def ses_address(value: str) -> str:
     """An address as SES takes it: a non-ASCII display name as an RFC 2047 encoded-word,
     an internationalised domain in punycode (SES refuses both raw)."""
-    name, addr = parseaddr(value)
+    name, addr = address_parts(value)
     if not addr:
         return value
     local, at, domain = addr.rpartition("@")
@@ -211,7 +213,7 @@ class SesProvider(HttpProvider[SesConfig]):
         if msg.html is not None:
             body["Html"] = {"Data": msg.html, "Charset": "UTF-8"}
         request: dict[str, Any] = {
-            "FromEmailAddress": ses_address(msg.sender),
+            "FromEmailAddress": ses_address(from_header(msg)),
             "Destination": {"ToAddresses": [ses_address(msg.recipient)]},
             "Content": {"Simple": {
                 "Subject": {"Data": msg.subject, "Charset": "UTF-8"},
@@ -271,7 +273,7 @@ class SesProvider(HttpProvider[SesConfig]):
         # One call has one sender and reply-to (either may be a per-recipient template).
         groups: dict[tuple[str, str | None], list[int]] = {}
         for i, msg in enumerate(messages):
-            groups.setdefault((msg.sender, msg.reply_to), []).append(i)
+            groups.setdefault((from_header(msg), msg.reply_to), []).append(i)
         for (sender, reply_to), positions in groups.items():
             entries: list[dict[str, Any]] = []
             sizes: list[int] = []

@@ -9,6 +9,15 @@ connections concurrently, one message each.
 The transaction is driven step by step (MAIL, RCPT, DATA) instead of through
 ``sendmail`` so that a failure is known by stage: a RCPT reject fails that recipient
 alone, and a connection lost inside DATA is *ambiguous* (the body may have been taken).
+Every path (opening a session, a plain transaction, a pipelined one) turns what went
+wrong into our error tree through one translator, :func:`smtp_error`.
+
+Envelope: MAIL FROM is the message's :attr:`~workers.providers.base.OutgoingMessage.
+envelope_sender` (the campaign's return path, else the provider's ``return_path``, else
+the validated From address), never re-parsed from a header. RCPT TO carries the
+recipient's domain in IDNA (ASCII) form; a non-ASCII local part goes out only when the
+relay offers SMTPUTF8 (MAIL FROM then says SMTPUTF8), else that recipient fails alone.
+AUTH happens only over TLS (config refuses anything else except on a loopback host).
 """
 
 from __future__ import annotations
@@ -19,44 +28,102 @@ import functools
 import ssl
 import time
 from collections.abc import Sequence
-from email.utils import parseaddr
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 
-from config.providers import SmtpConfig, read_secret
-from workers.classify import classify_smtp
+from config.providers import SmtpConfig, is_loopback_host, read_secret
+from workers.classify import SmtpStage, classify_smtp
 from workers.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
+    PermanentDeliveryError,
     ProviderAuthError,
     ProviderBusyError,
+    TemplateError,
     TransientDeliveryError,
 )
+from workers.mime import ascii_domain
 from workers.providers.base import ConnectionGate, Lease, NoGate, OutgoingMessage, SendResult
 from workers.providers.smtp_pipeline import PipelinedWire, Reply, WireLost, dot_stuff
 
-__all__ = ["SmtpPool", "SmtpProvider", "create", "envelope_address"]
+__all__ = ["SmtpPool", "SmtpProvider", "create", "smtp_client", "smtp_error", "tls_state"]
 
-Stage = Literal["connect", "helo", "auth", "mail", "rcpt", "data"]
+#: the ways a connection goes away under us (aiosmtplib's, the pipelined wire's, the OS's)
+_LOST = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, WireLost, OSError)
 
 
-def envelope_address(header_value: str) -> str:
-    """``"Shop <news@example.com>"`` -> ``"news@example.com"`` (the SMTP envelope)."""
-    return parseaddr(header_value)[1] or header_value
+def smtp_client(cfg: SmtpConfig) -> aiosmtplib.SMTP:
+    """The aiosmtplib client for ``cfg`` (not connected): TLS as configured, certificates
+    checked unless ``tls_insecure`` (which config allows for loopback hosts only)."""
+    tls_context = None
+    if cfg.tls_insecure:
+        tls_context = ssl.create_default_context()
+        tls_context.check_hostname = False
+        tls_context.verify_mode = ssl.CERT_NONE
+    return aiosmtplib.SMTP(
+        hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
+        use_tls=cfg.tls == "implicit", start_tls=cfg.tls == "starttls",
+        validate_certs=not cfg.tls_insecure, tls_context=tls_context,
+        local_hostname=cfg.local_hostname,
+    )
+
+
+def tls_state(cfg: SmtpConfig) -> str:
+    """How the session to ``cfg.host`` is protected, in words (for ``providers check``)."""
+    if cfg.tls == "none":
+        return "no TLS (loopback)" if is_loopback_host(cfg.host) else "no TLS"
+    mode = "STARTTLS" if cfg.tls == "starttls" else "implicit TLS"
+    checked = ("certificate NOT verified (tls_insecure)" if cfg.tls_insecure
+               else "certificate verified")
+    return f"{mode}, {checked}"
+
+
+def smtp_error(exc: BaseException, stage: SmtpStage, *, where: str,
+               mailbox_full: Literal["transient", "permanent"] = "transient",
+               body_sent: bool = False) -> DeliveryError:
+    """The one translation of an SMTP failure into our error tree, for every path.
+
+    A reply (an aiosmtplib response error, or a pipelined :class:`Reply` given as
+    ``SMTPResponseException``) is classified by code, enhanced code and stage; a lost or
+    timed-out connection is transient, or *ambiguous* once the body may have been taken
+    (``body_sent``); failing to connect names the relay (``where``).
+    """
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return classify_smtp(exc.code, exc.message, stage=stage, mailbox_full=mailbox_full)
+    if stage in ("connect", "helo", "auth"):
+        return TransientDeliveryError(f"cannot connect to {where}: {exc}")
+    if body_sent:
+        return AmbiguousDeliveryError(
+            f"connection lost during DATA, before the final reply: {exc}")
+    return TransientDeliveryError(f"connection lost at {stage.upper()}: {exc}")
 
 
 @functools.lru_cache(maxsize=256)
-def _mail_from(sender: str) -> bytes:
-    # one campaign has one sender: parse it once, not per message
-    return b"FROM:<%s>" % envelope_address(sender).encode()
+def _mail_from(envelope: str, utf8: bool) -> bytes:
+    # one campaign has one sender: the bytes are built once, not per message
+    return b"FROM:<%s>%s" % (envelope.encode(), b" SMTPUTF8" if utf8 else b"")
+
+
+@functools.lru_cache(maxsize=4096)
+def _rcpt_domain(domain: str) -> str:
+    return ascii_domain(domain, "to")
+
+
+def _rcpt_to(recipient: str) -> tuple[bytes, bool]:
+    """``TO:<local@ascii-domain>`` and whether the local part needs SMTPUTF8."""
+    if recipient.isascii():
+        return b"TO:<%s>" % recipient.encode(), False
+    local, _, domain = recipient.rpartition("@")
+    return (b"TO:<%s@%s>" % (local.encode(), _rcpt_domain(domain).encode()),
+            not local.isascii())
 
 
 class _Session:
     """One pooled connection and its bookkeeping. ``wire`` is set when the server
     pipelines: the transport then belongs to it, not to the aiosmtplib client."""
 
-    __slots__ = ("client", "last_used", "lease", "needs_reset", "sent", "wire")
+    __slots__ = ("client", "last_used", "lease", "needs_reset", "sent", "utf8", "wire")
 
     def __init__(self, client: aiosmtplib.SMTP, lease: Lease,
                  wire: PipelinedWire | None = None) -> None:
@@ -66,6 +133,8 @@ class _Session:
         self.lease = lease
         self.wire = wire
         self.needs_reset = False
+        #: the relay offers SMTPUTF8 (RFC 6531): non-ASCII local parts may go out
+        self.utf8 = client.supports_extension("smtputf8")
 
     @property
     def is_open(self) -> bool:
@@ -90,23 +159,10 @@ class SmtpPool:
         self.opened = 0  # connections opened over the pool's life (for tests and stats)
         self.pipelined = 0  # of which pipelined (the server advertised PIPELINING)
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        if not self.cfg.tls_insecure:
-            return None
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
     async def _open(self, lease: Lease) -> _Session:
         cfg = self.cfg
-        client = aiosmtplib.SMTP(
-            hostname=cfg.host, port=cfg.port, timeout=cfg.timeout,
-            use_tls=cfg.tls == "implicit", start_tls=cfg.tls == "starttls",
-            validate_certs=not cfg.tls_insecure, tls_context=self._tls_context(),
-            local_hostname=cfg.local_hostname,
-        )
-        stage: Stage = "connect"
+        client = smtp_client(cfg)
+        stage: SmtpStage = "connect"
         try:
             await client.connect()
             if cfg.username:
@@ -123,11 +179,8 @@ class SmtpPool:
             await lease.release()
             with contextlib.suppress(Exception):
                 client.close()
-            if isinstance(exc, aiosmtplib.SMTPResponseException):
-                raise classify_smtp(exc.code, exc.message, stage=stage) from exc
             if isinstance(exc, aiosmtplib.SMTPException | OSError):
-                raise TransientDeliveryError(
-                    f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from exc
+                raise smtp_error(exc, stage, where=f"{cfg.host}:{cfg.port}") from exc
             raise
         self.opened += 1
         self._live += 1
@@ -225,6 +278,7 @@ class SmtpProvider:
                  ) -> None:
         self.name = name
         self.cfg = cfg
+        self._where = f"{cfg.host}:{cfg.port}"
         password = read_secret(name, cfg.password_env, cfg.password_file)
         self.pool = SmtpPool(name, cfg, password=password, gate=gate)
         #: messages per send() call: results reach the ledger after each call, so this
@@ -266,33 +320,56 @@ class SmtpProvider:
             raise auth_error[0]
         return results
 
+    def _envelope(self, msg: OutgoingMessage, session: _Session
+                  ) -> tuple[bytes, bytes] | SendResult:
+        """MAIL FROM and RCPT TO arguments, or the recipient's failure when this relay
+        cannot take its address."""
+        try:
+            rcpt, utf8 = _rcpt_to(msg.recipient)
+        except TemplateError as exc:
+            return SendResult(msg.row, error=PermanentDeliveryError(f"RCPT TO: {exc}"))
+        if utf8 and not session.utf8:
+            return SendResult(msg.row, error=PermanentDeliveryError(
+                "the recipient's address has a non-ASCII local part, which needs "
+                f"SMTPUTF8; relay {self._where} does not offer it"))
+        envelope = msg.return_path or self.cfg.return_path or msg.from_address
+        return _mail_from(envelope, utf8), rcpt
+
+    def _error(self, exc: BaseException, stage: SmtpStage, *, body_sent: bool = False
+               ) -> DeliveryError:
+        return smtp_error(exc, stage, where=self._where, mailbox_full=self.cfg.mailbox_full,
+                          body_sent=body_sent)
+
     async def _send_one(self, msg: OutgoingMessage) -> SendResult:
         assert msg.mime is not None, "SMTP needs the built MIME message"
         session = await self.pool.acquire()
+        envelope = self._envelope(msg, session)
+        if isinstance(envelope, SendResult):
+            await self.pool.release(session, reusable=True)
+            return envelope
         if session.wire is not None:
-            return await self._send_pipelined(session, session.wire, msg)
+            return await self._send_pipelined(session, session.wire, msg, envelope)
+        mail_from, rcpt_to = envelope
         client = session.client
-        stage: Stage = "mail"
+        stage: SmtpStage = "mail"
         reusable = True
         try:
             # MAIL and RCPT go through execute_command with arguments built once per
             # sender: client.mail()/rcpt() would re-parse addresses we validated at
             # enqueue (about a sixth of the worker's CPU per message).
-            reply = await client.execute_command(b"MAIL", _mail_from(msg.sender))
+            reply = await client.execute_command(b"MAIL", mail_from)
             if reply.code != 250:
-                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, msg.sender)
+                raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
             stage = "rcpt"
-            reply = await client.execute_command(b"RCPT", b"TO:<%s>" % msg.recipient.encode())
+            reply = await client.execute_command(b"RCPT", rcpt_to)
             if reply.code not in (250, 251):
-                raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message,
-                                                      msg.recipient)
+                raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
             stage = "data"
             response = await client.data(msg.mime)
             session.sent += 1
             return SendResult(msg.row, provider_id=_queue_id(response.message))
         except aiosmtplib.SMTPResponseException as exc:
-            error = classify_smtp(exc.code, exc.message, stage=stage,
-                                  mailbox_full=self.cfg.mailbox_full)
+            error = self._error(exc, stage)
             if exc.code == 421:
                 reusable = False  # the server is closing this channel
             else:
@@ -300,30 +377,28 @@ class SmtpProvider:
             if isinstance(error, ProviderAuthError):
                 raise error from exc
             return SendResult(msg.row, error=error)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
-                OSError) as exc:
+        except _LOST as exc:
             reusable = False
-            lost: DeliveryError
-            if stage == "data":
-                lost = AmbiguousDeliveryError(
-                    f"connection lost during DATA, before the reply: {exc}")
-            else:
-                lost = TransientDeliveryError(f"connection lost at {stage.upper()}: {exc}")
-            return SendResult(msg.row, error=lost)
+            # aiosmtplib sends DATA and the body in one call: lost inside it, the body
+            # may have been taken
+            return SendResult(msg.row, error=self._error(exc, stage,
+                                                         body_sent=stage == "data"))
         finally:
             await self.pool.release(session, reusable=reusable)
 
     async def _send_pipelined(self, session: _Session, wire: PipelinedWire,
-                              msg: OutgoingMessage) -> SendResult:
+                              msg: OutgoingMessage, envelope: tuple[bytes, bytes]
+                              ) -> SendResult:
         """One transaction in two writes: MAIL+RCPT+DATA together, then the body."""
         assert msg.mime is not None
-        stages: tuple[Stage, ...] = ("mail", "rcpt", "data")
+        stages: tuple[SmtpStage, ...] = ("mail", "rcpt", "data")
         accepted = ((250,), (250, 251), (354,))
         body_sent = False
         reusable = True
+        mail_from, rcpt_to = envelope
+        stage: SmtpStage = "mail"  # until the three replies are in
         try:
-            wire.write(b"MAIL " + _mail_from(msg.sender) + b"\r\nRCPT TO:<"
-                       + msg.recipient.encode() + b">\r\nDATA\r\n")
+            wire.write(b"MAIL " + mail_from + b"\r\nRCPT " + rcpt_to + b"\r\nDATA\r\n")
             replies: list[Reply] = []
             lost: WireLost | None = None
             for _ in stages:
@@ -338,7 +413,9 @@ class SmtpProvider:
                         await wire.command(b".\r\n")  # took DATA anyway: end it empty
                     return self._refused(session, wire, msg, reply, stage)
             if lost is not None:
-                raise WireLost(f"at {stages[len(replies)].upper()}: {lost}")
+                reusable = False
+                return SendResult(msg.row, error=self._error(lost, stages[len(replies)]))
+            stage = "data"
             wire.write(dot_stuff(msg.mime))
             body_sent = True
             final = await wire.reply()
@@ -348,11 +425,7 @@ class SmtpProvider:
             return SendResult(msg.row, provider_id=_queue_id(final.text))
         except WireLost as exc:
             reusable = False
-            if body_sent:
-                return SendResult(msg.row, error=AmbiguousDeliveryError(
-                    f"connection lost after the message body, before the reply: {exc}"))
-            return SendResult(msg.row, error=TransientDeliveryError(
-                f"connection lost {exc}"))
+            return SendResult(msg.row, error=self._error(exc, stage, body_sent=body_sent))
         finally:
             if not session.is_open:
                 reusable = False
@@ -365,9 +438,8 @@ class SmtpProvider:
             await self.pool.release(session, reusable=reusable)
 
     def _refused(self, session: _Session, wire: PipelinedWire, msg: OutgoingMessage,
-                 reply: Reply, stage: Stage) -> SendResult:
-        error = classify_smtp(reply.code, reply.text, stage=stage,
-                              mailbox_full=self.cfg.mailbox_full)
+                 reply: Reply, stage: SmtpStage) -> SendResult:
+        error = self._error(aiosmtplib.SMTPResponseException(reply.code, reply.text), stage)
         if reply.code == 421:
             wire.close()  # the server is closing this channel
         else:
@@ -400,5 +472,10 @@ def _queue_id(reply: str) -> str | None:
     return reply[pos + len(marker):].split()[0] if pos >= 0 else None
 
 
-def create(name: str, cfg: SmtpConfig) -> SmtpProvider:
-    return SmtpProvider(name, cfg)
+def create(name: str, cfg: SmtpConfig, *, gate: ConnectionGate | None = None,
+           **options: Any) -> SmtpProvider:
+    """The provider for ``kind = "smtp"``; the same signature as every kind's ``create``
+    (SMTP has no test hooks: tests use a real server)."""
+    if options:
+        raise TypeError(f"unexpected options for an SMTP provider: {', '.join(options)}")
+    return SmtpProvider(name, cfg, gate=gate)

@@ -8,6 +8,7 @@ uploads (campaign + recipient file) get their own, larger limit.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import HTTPException
@@ -18,21 +19,19 @@ from producers.service.problems import MEDIA_TYPE
 __all__ = ["BodyLimit", "parse_size"]
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,6})?)\s*([kmgKMG]?)(?:i?[bB])?\s*$")
 
 
 def parse_size(text: str) -> int:
-    """``"10M"`` -> 10485760; plain numbers are bytes. Raises ValueError."""
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
-    number = t[: len(t) - len(unit)].strip()
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size; write it like 1048576, '10M' or '1G'"
-                         ) from None
-    if not value > 0:
+    """``"10M"`` -> 10485760 (k, M, G are powers of 1024; ``"10MiB"``, ``"10mb"`` too);
+    plain numbers are bytes. Raises ValueError."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size; write it like 1048576, '10M' or '1G'")
+    size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if size < 1:
         raise ValueError(f"{text!r}: a size must be above zero")
-    return int(value * _UNITS[unit])
+    return size
 
 
 class _TooLarge(HTTPException):

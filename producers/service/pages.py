@@ -10,6 +10,7 @@ with fewer entries and a cursor to go on; ``next_cursor`` is null after the last
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from typing import Any
 
@@ -23,15 +24,16 @@ __all__ = ["MAX_BATCHES", "recipients_page"]
 
 #: batches read per page at most
 MAX_BATCHES = 20
+_BATCH_CURSOR = re.compile(r"b:(\d{1,12}):(\d{1,6})", re.ASCII)
 
 
 def _parse(cursor: str) -> tuple[str, str, int, int]:
     kind, _, rest = cursor.partition(":")
     if kind == "i" and rest:
         return "i", rest, 0, 0
-    batch, _, index = rest.partition(":")
-    if kind == "b" and batch.isdigit() and index.isdigit():
-        return "b", "", int(batch), int(index)
+    m = _BATCH_CURSOR.fullmatch(cursor)
+    if m:
+        return "b", "", int(m.group(1)), int(m.group(2))
     raise ValueError(f"{cursor!r} is not a cursor returned by this listing")
 
 

@@ -13,12 +13,14 @@ Lua buckets as the providers' limits, on the Redis server's clock).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -112,6 +114,11 @@ class _Service:
     @property
     def store(self) -> KeyStore:
         return KeyStore(self.redis, self.keys)
+
+    async def aclose(self) -> None:
+        if self._aredis is not None:
+            await cast(Any, self._aredis[1]).aclose()  # not in the redis stubs yet
+            self._aredis = None
 
     def limiter(self, key: ApiKey) -> RateLimiter:
         loop = asyncio.get_running_loop()
@@ -325,7 +332,15 @@ async def _campaign_from_multipart(request: Request, svc: _Service, key: ApiKey,
 def create_app(settings: Settings, config: ServiceConfig | None = None) -> FastAPI:
     """The API application over ``settings`` (Redis, providers file, key prefix)."""
     config = config or ServiceConfig()
+    service = _Service(settings, config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="bulkmail",
         version="1",
         description="Campaigns, transactional messages, status, pause/resume, suppression "
@@ -333,7 +348,7 @@ def create_app(settings: Settings, config: ServiceConfig | None = None) -> FastA
                     "KEY` (`bulkmail keys create NAME`). Errors are RFC 9457 problem "
                     "documents.",
     )
-    app.state.service = _Service(settings, config)
+    app.state.service = service
     register_handlers(app)
 
     async def on_redis_down(request: Request, exc: Exception) -> Response:
@@ -482,8 +497,7 @@ def create_app(settings: Settings, config: ServiceConfig | None = None) -> FastA
             except ValueError as exc:
                 raise Problem(422, f"{where}to: {exc}",
                               errors=[{"field": f"{where}to", "detail": str(exc)}]) from None
-            if not key.allows(m.provider):
-                _allowed(key, m.provider)
+            _allowed(key, m.provider)
             mid = m.message_id
             if mid is None and idem:
                 mid = derived_id("m", key.name, idem if single else f"{idem}\n{i}")

@@ -141,6 +141,30 @@ class Keys:
         """Hash: lower-cased address -> JSON {reason, at}."""
         return f"{self.prefix}:suppressed"
 
+    # pause / resume, API keys, worker heartbeats ----------------------------------------
+    def paused_batches(self, cid: str) -> str:
+        """Set: numbers of the batches a worker set aside while the campaign was paused
+        (released onto the retry queue, due at once, by ``resume``)."""
+        return f"{self.prefix}:c:{cid}:paused"
+
+    @property
+    def api_keys(self) -> str:
+        """Hash: key name -> JSON record (SHA-256 of the secret, kind, providers, times)."""
+        return f"{self.prefix}:apikeys"
+
+    def api_key(self, digest: str) -> str:
+        """String: the name of the key whose secret has this SHA-256 hex digest."""
+        return f"{self.prefix}:apikey:{digest}"
+
+    def api_bucket(self, name: str) -> str:
+        """The provider argument of the request-rate bucket of API key ``name`` (a name no
+        provider can have, so the bucket is ``rl:@api:NAME``)."""
+        return f"@api:{name}"
+
+    def heartbeat(self, provider: str) -> str:
+        """String with a TTL: the last worker node seen consuming ``provider``'s queue."""
+        return f"{self.prefix}:hb:{provider}"
+
 
 @dataclass(frozen=True, slots=True)
 class Recipient:

@@ -30,7 +30,7 @@ from config.schema import CampaignSpec
 from workers.errors import InputError, TemplateError
 from workers.templates import CompiledCampaign
 
-__all__ = ["header_variables", "load_campaign", "new_campaign_id"]
+__all__ = ["campaign_from_data", "header_variables", "load_campaign", "new_campaign_id"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KNOWN = {"id", "provider", "from", "reply_to", "subject", "text", "text_file", "html",
@@ -86,7 +86,20 @@ def load_campaign(
         raise InputError(f"{p}: cannot read the campaign file: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: not valid TOML: {exc}") from exc
+    return campaign_from_data(data, p, providers, default_batch_size=default_batch_size,
+                              campaign_id=campaign_id)
 
+
+def campaign_from_data(
+    data: Mapping[str, Any],
+    p: Path,
+    providers: Mapping[str, ProviderConfig],
+    *,
+    default_batch_size: int = 500,
+    campaign_id: str | None = None,
+) -> tuple[CampaignSpec, CompiledCampaign]:
+    """Validate and compile a campaign given as data (a parsed file, an API request);
+    ``p`` names it in errors and anchors relative ``*_file`` paths."""
     unknown = sorted(set(data) - _KNOWN)
     if unknown:
         raise InputError(f"{p}: unknown field(s) {', '.join(map(repr, unknown))}; "

@@ -11,10 +11,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from config.schema import State
 from producers.cli_failures import register as register_failure_commands
+from producers.cli_service import register as register_service_commands
 from producers.progress import print_status
 from workers.errors import BulkmailError
 
@@ -25,6 +27,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 providers_app = typer.Typer(no_args_is_help=True, help="Inspect configured providers.")
 app.add_typer(providers_app, name="providers")
 register_failure_commands(app)
+register_service_commands(app)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -143,12 +146,16 @@ def status(
                         extra += f"\tnext={when}"
                     print(f"{e.row}\t{e.email}\t{e.state.label}\t{reason}{extra}")
             return
-        d = st.as_dict()
-        d["providers"] = _provider_states(client, settings, st.provider)
+        from producers.control import campaign_document
+
+        d = campaign_document(client, settings.keys, campaign_id) or st.as_dict()
         if as_json:
             print(json.dumps(d))
         else:
             print_status(d, console)
+            if d.get("paused"):
+                console.print(f"[yellow]paused by {escape(str(d['paused_by']))} at "
+                              f"{_clock(str(d['paused_at']))}[/]", highlight=False)
             for line in _provider_lines(st.provider, d["providers"]):
                 console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
 
@@ -178,13 +185,6 @@ def _provider_lines(provider: str, state: dict[str, str]) -> list[str]:
                      f"for {scope}: {state['reason']} ({state.get('throttles', '?')} "
                      f"throttling replies, {state.get('decreases', '?')} slow-downs so far)")
     return lines
-
-
-def _provider_states(client: Any, settings: Any, provider: str) -> dict[str, str]:
-    from workers.provider_state import ProviderState
-    from workers.redis_ops import run_sync
-
-    return run_sync(client, ProviderState(settings.keys, provider).read()).fields
 
 
 @app.command()

@@ -29,6 +29,7 @@ from workers.deadletter import AsyncDeadLetters
 from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
 from workers.ledger import AsyncLedger, Update, detail_json
 from workers.outcomes import Outcomes, decide
+from workers.pause import chunk_gate
 from workers.provider_state import ProviderState
 from workers.providers.base import OutgoingMessage, Provider, SendResult
 from workers.ratelimit import plan_rest
@@ -213,6 +214,7 @@ class _Admission:
     waiting: list[OutgoingMessage] = field(default_factory=list)
     sleep: float = 0.0
     cancelled: bool = False
+    paused: bool = False
 
 
 class _Run:
@@ -264,6 +266,10 @@ class _Run:
                     self.report.notes.append("campaign cancelled: the rest of the batch "
                                              "stays cancelled")
                     return
+                if admission.paused:
+                    self.report.notes.append("campaign paused: the rest of the batch waits "
+                                             "for resume")
+                    return
                 queue.extendleft(reversed(admission.waiting))
                 if admission.admitted:
                     ahead = next_chunk()
@@ -279,8 +285,11 @@ class _Run:
                 ahead.cancel()  # tokens taken for it are simply not used
 
     async def _prepare(self, chunk: list[OutgoingMessage]) -> _Admission:
-        if await self.ledger.cancelled(self.cid):
+        gate = await chunk_gate(self.rt.redis, self.rt.settings.keys, self.cid, self.batch_no)
+        if gate == "cancelled":
             return _Admission(cancelled=True, waiting=chunk)
+        if gate == "paused":  # the batch is set aside for resume; no attempt is spent
+            return _Admission(paused=True, waiting=chunk)
         admitted, waiting, sleep = await self._admit(chunk)
         return _Admission(admitted=admitted, waiting=waiting, sleep=sleep)
 

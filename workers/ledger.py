@@ -190,9 +190,6 @@ class LedgerOps:
         raw = yield from self.spec_json(cid)
         return CampaignSpec.from_json(raw) if raw else None
 
-    def cancelled(self, cid: str) -> RedisOp[bool]:
-        return bool((yield Command(("HEXISTS", self.keys.campaign(cid), "cancelled"))))
-
     def status(self, cid: str) -> RedisOp[CampaignStatus | None]:
         record, counts = yield Pipeline((Command(("HGETALL", self.keys.campaign(cid))),
                                          Command(("HGETALL", self.keys.counts(cid)))))
@@ -439,10 +436,6 @@ class AsyncLedger:
     async def spec_json(self, cid: str) -> str | None:
         """The campaign's definition as stored (what workers compile and cache)."""
         return await run_async(self.r, self.ops.spec_json(cid))
-
-    async def cancelled(self, cid: str) -> bool:
-        """Whether an operator cancelled the campaign (checked before every chunk)."""
-        return await run_async(self.r, self.ops.cancelled(cid))
 
     async def pending(self, cid: str, batch_no: int
                       ) -> tuple[list[tuple[int, Recipient]], dict[int, dict[str, Any]]]:

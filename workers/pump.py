@@ -17,6 +17,7 @@ from celery import Celery
 
 from config.schema import QUEUE_PREFIX
 from config.settings import Settings
+from workers.heartbeat import beat, node_name
 from workers.publish import publish_batches
 from workers.retry import RetryQueue
 
@@ -53,7 +54,12 @@ def start_pump_thread(app: Celery, queues: list[str]) -> threading.Thread | None
 
     def loop() -> None:
         client = redis.Redis.from_url(settings.redis_url)
+        node = node_name()
         while True:
+            try:
+                beat(client, settings.keys, providers, node)  # for GET /readyz
+            except Exception:
+                log.exception("heartbeat failed; trying again")
             for provider in providers:
                 try:
                     moved = pump_once(app, client, settings, provider)

@@ -49,29 +49,32 @@ RATE = "100/s"
 FIRST_CAMPAIGN = 500
 SECOND_CAMPAIGN = 3000
 
-# Counts, per campaign, the distinct X-Bulkmail-Id values in the capture server's folder
-# (one .eml per message accepted) and the messages in all. Runs inside the capture
-# container: argv[1] is the campaign id.
+# Counts, per campaign, the distinct recipients in the capture server's folder (one .eml per
+# message accepted, the envelope is not kept: the recipient is read from the To header,
+# CAMPAIGN-ROW@example.test) and the messages in all. Runs inside the capture container:
+# argv[1] is the campaign id.
 _COUNT_CAPTURED = r"""
-import json, os, sys
+import json, os, re, sys
 cid = sys.argv[1]
 folder = "/var/lib/bulkmail-capture"
-ids, total = set(), 0
+pattern = re.compile(re.escape(cid).encode() + rb"-[0-9]+@example[.]test")
+seen, total = set(), 0
 for name in os.listdir(folder):
     with open(os.path.join(folder, name), "rb") as fh:
         for line in fh:
             if line in (b"\r\n", b"\n"):
                 break
-            if line.lower().startswith(b"x-bulkmail-id:"):
-                value = line.split(b":", 1)[1].strip().decode()
-                if value.startswith(cid + ":"):
-                    ids.add(value)
+            if line.lower().startswith(b"to:"):
+                found = pattern.search(line)
+                if found:
+                    seen.add(found.group())
                     total += 1
                 break
-print(json.dumps({"distinct": len(ids), "messages": total}))
+print(json.dumps({"distinct": len(seen), "messages": total}))
 """
 
-# Flower from inside its container: (status without credentials, status with them).
+# Flower from inside its container, run through with-secrets (which exports
+# FLOWER_BASIC_AUTH from the secret): status without credentials, status with them.
 _FLOWER_AUTH = r"""
 import base64, os, urllib.error, urllib.request
 def status(headers):
@@ -255,7 +258,8 @@ def check_exposure(stack: Stack) -> None:
     if "NOAUTH" not in reply.stdout + reply.stderr:
         raise CheckFailed(f"Redis answered a client without the password: {reply.stdout!r}")
     flower = stack.containers("flower")[0]
-    without, with_auth = stack.exec(flower, "python3", "-c", _FLOWER_AUTH).split()
+    without, with_auth = stack.exec(flower, "with-secrets", "python3", "-c",
+                                   _FLOWER_AUTH).split()
     if (without, with_auth) != ("401", "200"):
         raise CheckFailed(f"Flower: {without} without credentials, {with_auth} with them "
                           "(401 and 200 expected)")

@@ -26,10 +26,13 @@ import csv
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +107,15 @@ class Stack:
     env: dict[str, str]
     workdir: Path
     secrets: dict[str, str] = field(default_factory=dict)
+    #: "cli" (`bulkmail send` in a one-off container) or "api" (POST /v1/campaigns)
+    send_via: str = "cli"
+    #: host port the api service is published on (127.0.0.1 only), when send_via is api
+    api_port: int = 0
+    api_key: str = ""
+
+    @property
+    def profiles(self) -> list[str]:
+        return ["dev", "api"] if self.send_via == "api" else ["dev"]
 
     def run(self, args: Sequence[str], *, timeout: float = 600, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
@@ -116,7 +128,8 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True
                 ) -> subprocess.CompletedProcess[str]:
-        return self.run(["docker-compose", "-p", PROJECT, "--profile", "dev", *args],
+        profiles = [arg for p in self.profiles for arg in ("--profile", p)]
+        return self.run(["docker-compose", "-p", PROJECT, *profiles, *args],
                         timeout=timeout, check=check)
 
     def containers(self, service: str, *, running_only: bool = True) -> list[str]:
@@ -163,28 +176,59 @@ class Stack:
 def send_campaign(stack: Stack, campaign: Path, recipients: Path, campaign_id: str) -> str:
     """Enqueue a campaign through the stack; return its id.
 
-    The one place that knows how campaigns get in: today ``bulkmail send`` in a one-off
-    worker container (the producer needs the Redis password, so it runs inside the
-    stack). With the HTTP API, this becomes a ``POST /v1/campaigns`` to the ``api``
-    service (multipart: the campaign TOML and the CSV) and nothing else changes.
+    The one place that knows how campaigns get in. ``cli`` (the default until the HTTP
+    API is merged): ``bulkmail send`` in a one-off worker container (the producer needs
+    the Redis password, so it runs inside the stack). ``api`` (``COMPOSE_TEST_SEND=api``):
+    a multipart ``POST /v1/campaigns`` (the campaign TOML and the CSV) to the ``api``
+    service, published on 127.0.0.1, with a key made by ``bulkmail keys create``.
     """
-    folder = campaign.parent
-    proc = stack.compose(
-        "run", "--rm", "--no-deps", "-T", "-v", f"{folder}:/campaign:ro", "worker",
-        "bulkmail", "send", f"/campaign/{campaign.name}", "--recipients",
-        f"/campaign/{recipients.name}", "--id", campaign_id, "--json")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if stack.send_via == "api":
+        result = _post_campaign(stack, campaign, recipients)
+    else:
+        proc = stack.compose(
+            "run", "--rm", "--no-deps", "-T", "-v", f"{campaign.parent}:/campaign:ro",
+            "worker", "bulkmail", "send", f"/campaign/{campaign.name}", "--recipients",
+            f"/campaign/{recipients.name}", "--json")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["id"] != campaign_id:
         raise CheckFailed(f"send returned campaign {result['id']!r}, not {campaign_id!r}")
-    say(f"campaign {campaign_id}: {result['queued']} queued in {result['batches']} batches, "
-        f"{result['invalid']} invalid")
+    say(f"campaign {campaign_id} sent via {stack.send_via}: {result.get('queued', '?')} "
+        f"queued, {result.get('invalid', '?')} invalid")
     return str(result["id"])
+
+
+def _post_campaign(stack: Stack, campaign: Path, recipients: Path) -> dict[str, object]:
+    if not stack.api_key:
+        created = json.loads(stack.bulkmail("keys", "create", f"compose-test-{os.getpid()}",
+                                            "--providers", PROVIDER, "--json"))
+        stack.api_key = str(created["key"])
+    boundary = os.urandom(16).hex()
+    body = b""
+    for name, path, ctype in (("campaign", campaign, "application/toml"),
+                              ("recipients", recipients, "text/csv")):
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                 f"filename=\"{path.name}\"\r\nContent-Type: {ctype}\r\n\r\n").encode()
+        body += path.read_bytes() + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.api_port}/v1/campaigns", data=body, method="POST",
+        headers={"Authorization": f"Bearer {stack.api_key}",
+                 "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            if response.status != 202:
+                raise CheckFailed(f"POST /v1/campaigns: {response.status}")
+            doc: dict[str, object] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise CheckFailed(f"POST /v1/campaigns: {exc.code} {exc.read()[:500]!r}") from None
+    return doc
 
 
 def write_campaign(folder: Path, campaign_id: str, recipients: int) -> tuple[Path, Path]:
     folder.mkdir(mode=0o755)
     campaign = folder / "campaign.toml"
     campaign.write_text(
+        f'id = "{campaign_id}"\n'
         f'provider = "{PROVIDER}"\n'
         'from = "compose test <test@bulkmail.test>"\n'
         'subject = "Hello {{ name }} ({{ n }})"\n'
@@ -264,6 +308,10 @@ def check_exposure(stack: Stack) -> None:
                 if secret in inspect:
                     raise CheckFailed(f"the {name} secret is visible in `docker inspect` "
                                       f"of {service}")
+    for cid in stack.containers("api"):
+        published = stack.run(["docker", "port", cid]).stdout.split()
+        if [p for p in published if ":" in p and not p.startswith("127.0.0.1:")]:
+            raise CheckFailed(f"the API is published beyond loopback: {published}")
     redis = stack.containers("redis")[0]
     reply = stack.run(["docker", "exec", redis, "redis-cli", "ping"], check=False)
     if "NOAUTH" not in reply.stdout + reply.stderr:
@@ -326,15 +374,27 @@ def main() -> int:
         "BULKMAIL_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
         "BULKMAIL_BATCH_LOCK_TTL": str(BATCH_LOCK_TTL),
     })
-    stack = Stack(env=env, workdir=workdir, secrets=secrets)
+    send_via = os.environ.get("COMPOSE_TEST_SEND", "cli")
+    if send_via not in ("cli", "api"):
+        print(f"compose-test: COMPOSE_TEST_SEND must be cli or api, not {send_via!r}",
+              file=sys.stderr)
+        return 2
+    stack = Stack(env=env, workdir=workdir, secrets=secrets, send_via=send_via)
+    if send_via == "api":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            stack.api_port = int(s.getsockname()[1])
+        env["BULKMAIL_API_PUBLISH"] = f"127.0.0.1:{stack.api_port}"
     delivered = 0
     try:
         say(f"building with BASE_IMAGE={env['BASE_IMAGE']} REDIS_IMAGE={env['REDIS_IMAGE']}")
         stack.compose("build", timeout=1800)
         stack.compose("up", "-d", timeout=600)
-        for service in ("redis", "capture", "flower", "worker"):
+        services = ["redis", "capture", "flower", "worker"]
+        services += ["api"] if send_via == "api" else []
+        for service in services:
             stack.wait_healthy(service, 1, timeout=240)
-        say("stack healthy: redis, capture, flower, 1 worker")
+        say(f"stack healthy: {', '.join(services)} (1 worker)")
         check_exposure(stack)
 
         first = "ct-first"

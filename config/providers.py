@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config.units import Rate, parse_duration, parse_rate
+from workers.addresses import canonical_domain
 from workers.errors import ConfigError
 
 __all__ = [
@@ -78,7 +79,9 @@ class _Base(BaseModel):
         out: dict[str, Any] = {}
         for domain, rate in v.items():
             try:
-                out[str(domain).lower()] = parse_rate(rate) if isinstance(rate, str) else rate
+                # the canonical (IDNA) form recipients' addresses have in the ledger
+                out[canonical_domain(str(domain))] = (
+                    parse_rate(rate) if isinstance(rate, str) else rate)
             except ValueError as exc:
                 raise ValueError(f"domain {domain!r}: {exc}") from None
         return out

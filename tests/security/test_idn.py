@@ -16,11 +16,13 @@ from celery import Celery
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config.providers import SmtpConfig
 from config.schema import CampaignSpec, Keys, State, queue_name
 from config.settings import Settings
 from producers.enqueue import enqueue_campaign
 from producers.recipients import Recipient, check_address
 from workers.addresses import address_key, canonical_address, canonical_domain
+from workers.delivery import domain_of
 from workers.ledger import Ledger
 from workers.suppression import SuppressionList
 
@@ -98,3 +100,10 @@ def test_enqueue_dedupes_across_spellings_and_ledger_keeps_ascii(
         assert invalid == {2: "duplicate of row 1", 3: "duplicate of row 1"}
     finally:
         redis_client.delete(queue_name(provider))
+
+
+def test_domain_limits_use_the_canonical_domain() -> None:
+    cfg = SmtpConfig(kind="smtp", host="h", domains={"Bücher.example": "5/s"})
+    assert set(cfg.domains) == {"xn--bcher-kva.example"}
+    # the worker groups recipients by this key when it takes domain tokens
+    assert domain_of(UNICODE) == domain_of(PUNYCODE) == "xn--bcher-kva.example"

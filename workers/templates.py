@@ -12,9 +12,10 @@ rendered under a :class:`RenderBudget` (1 MiB of output, 1 s, ranges of 10,000 i
 integers of 14,000 bits by default). The sandbox's hooks enforce it: intercepted binary
 operators (``'a' * n`` and ``n ** n`` are refused before they are computed), calls, every
 filter, every ``for`` loop's iteration and every ``~`` concatenation check the clock and
-the sizes, and the output is counted as it streams. No signals: the checks run in the
-rendering thread. A render over budget raises :class:`TemplateError` for that recipient
-only.
+the sizes, and ``finalize`` counts every expression written (loops add their literal text
+per iteration), so output is refused as it grows, not after it is built. No signals: the
+checks run in the rendering thread. A render over budget raises :class:`TemplateError`
+for that recipient only.
 
 All parsing and checking happens in :meth:`CompiledCampaign.compile`, so that
 :meth:`CompiledCampaign.render`, which runs once per recipient, only renders.
@@ -223,6 +224,16 @@ def _budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return budgeted
 
 
+def _count_output(value: Any) -> Any:
+    """Jinja's ``finalize``: every ``{{ expression }}`` written, anywhere (loops, macros,
+    ``set`` blocks), is counted against the output budget before it is kept."""
+    run = _RUN.get() or _current()  # the common case without a second call
+    run.left -= len(value) if type(value) is str else len(str(value))
+    if run.left < 0:
+        raise run.over(f"output over {run.budget.max_output_bytes} bytes")
+    return value
+
+
 def _budgeted_range(*args: int) -> range:
     run = _current()
     rng = range(*args)
@@ -245,7 +256,7 @@ class _BudgetedEnvironment(SandboxedEnvironment):
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+        super().__init__(finalize=_count_output, **options)
         self.filters = {name: _budgeted_filter(name, f) for name, f in self.filters.items()}
         self.globals["range"] = _budgeted_range
         self.globals["lipsum"] = _budgeted_lipsum
@@ -274,11 +285,16 @@ class _BudgetedEnvironment(SandboxedEnvironment):
             raise run.over(f"a call's result over {limit} bytes or items")
         return result
 
-    def bm_loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        """Every ``for`` loop iterates through this (see :class:`_Guard`)."""
+    def bm_loop(self, iterable: Iterable[Any], text_size: int) -> Iterator[Any]:
+        """Every ``for`` loop iterates through this (see :class:`_Guard`): the clock, and
+        the loop body's literal text (``text_size`` characters) counted per iteration, as
+        ``finalize`` counts its expressions."""
         run = _current()
         for item in iterable:
             run.tick()
+            run.left -= text_size
+            if run.left < 0:
+                raise run.over(f"output over {run.budget.max_output_bytes} bytes")
             yield item
 
     @pass_eval_context
@@ -298,8 +314,13 @@ class _Guard(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        node.iter = nodes.Call(nodes.EnvironmentAttribute("bm_loop"), [node.iter], [],
-                               None, None, lineno=node.lineno)
+        # literal text and constants the body writes each time round (an upper bound)
+        text = sum(len(d.data) for b in node.body for d in b.find_all(nodes.TemplateData))
+        text += sum(len(c.value) for b in node.body for c in b.find_all(nodes.Const)
+                    if isinstance(c.value, str))
+        node.iter = nodes.Call(nodes.EnvironmentAttribute("bm_loop"),
+                               [node.iter, nodes.Const(text)], [], None, None,
+                               lineno=node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -367,7 +388,7 @@ class _Field:
         run = _RUN.get()
         token = _RUN.set(_Run(DEFAULT_BUDGET)) if run is None else None
         try:
-            return self._stream(template, context, _current())
+            return template.render(context)
         except TemplateError as exc:
             raise TemplateError(f"{self.label}: {exc}") from exc
         except jinja2.UndefinedError as exc:
@@ -385,20 +406,6 @@ class _Field:
         finally:
             if token is not None:
                 _RUN.reset(token)
-
-    @staticmethod
-    def _stream(template: jinja2.Template, context: dict[str, Any], run: _Run) -> str:
-        # Counted as it streams: a loop emitting a megabyte an iteration stops at the
-        # limit, not after building the whole text.
-        chunks: list[str] = []
-        left = run.left
-        for chunk in template.generate(context):
-            left -= len(chunk)
-            if left < 0:
-                raise run.over(f"output over {run.budget.max_output_bytes} bytes")
-            chunks.append(chunk)
-        run.left = left
-        return "".join(chunks)
 
 
 def _compile_field(label: str, source: str, *, html: bool = False, header: bool = False) -> _Field:

@@ -115,6 +115,18 @@ def test_output_limit_counts_as_it_streams() -> None:
              RenderBudget(max_output_bytes=1000), chunk="x" * 100)
 
 
+def test_output_limit_inside_set_blocks_macros_and_literal_loops() -> None:
+    # built in a buffer, never written: counted as it is built all the same
+    _refused("{% set x %}{% for i in range(5000) %}{{ chunk }}{% endfor %}{% endset %}"
+             "{{ x|length }}", "output over 1048576 bytes", chunk="x" * 1000)
+    _refused("{% macro m() %}{% for i in range(5000) %}{{ chunk }}{% endfor %}{% endmacro %}"
+             "{{ m()|length }}", "output over 1048576 bytes", chunk="x" * 1000)
+    # literal text repeated by a loop, no expression at all
+    _refused("{% for i in range(10000) %}" + "lorem ipsum " * 20 + "{% endfor %}",
+             "output over 1048576 bytes")
+    assert len(_render("{% for i in range(100) %}" + "x" * 100 + "{% endfor %}")) == 10_000
+
+
 def test_message_limit_covers_all_fields_in_bytes() -> None:
     # 600,000 two-byte characters: under the limit in characters, over it in bytes
     _refused("{{ body }}", r"render budget: the message is 1200\d{3} bytes, over 1048576",

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from config.schema import CampaignSpec, Recipient, State, queue_name
@@ -297,6 +297,10 @@ def test_csv_bad_bytes_cost_exactly_their_row(tmp_path_factory: pytest.TempPathF
     row = data.draw(st.integers(1, len(values)), label="row")
     end = starts[row] if row < len(values) else len(body)
     at = data.draw(st.integers(starts[row - 1], end - 2), label="offset")  # before "\r\n"
+    # Next to a quote any byte, ASCII or not, changes the quoting (after a closing quote
+    # it is malformed, before an opening one the field is no longer quoted): that is the
+    # structural case, tested above. Here the byte sits inside a field's text.
+    assume(body[at - 1:at] != b'"' and body[at:at + 1] != b'"')
     p = _write(tmp_path_factory.mktemp("csv"), body[:at] + bad + body[at:])
     rows = list(read_recipients(p))
     assert [r.row for r in rows] == list(range(1, len(values) + 1))

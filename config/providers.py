@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from config.units import Rate, parse_duration, parse_rate
+from workers.addresses import canonical_domain
 from workers.errors import ConfigError
 
 __all__ = [
@@ -149,7 +150,9 @@ class _Base(BaseModel):
         out: dict[str, Any] = {}
         for domain, rate in v.items():
             try:
-                out[str(domain).lower()] = parse_rate(rate) if isinstance(rate, str) else rate
+                # the canonical (IDNA) form recipients' addresses have in the ledger
+                out[canonical_domain(str(domain))] = (
+                    parse_rate(rate) if isinstance(rate, str) else rate)
             except ValueError as exc:
                 raise ValueError(f"domain {domain!r}: {exc}") from None
         return out

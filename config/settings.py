@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     #: seconds a per-batch lock lives without renewal (the sender renews it every third
     #: of that; a killed worker's batch is free again within this time)
     batch_lock_ttl: int = Field(default=30, ge=3)
+    #: CSV recipient files: the longest field (UTF-8 bytes) and the most lines one row may
+    #: span; a file beyond either stops the send before anything is enqueued
+    max_field_bytes: int = Field(default=128 * 1024, ge=1)
+    max_row_lines: int = Field(default=100, ge=1)
 
     @property
     def broker(self) -> str:

@@ -5,7 +5,9 @@
     from = "Shop <news@example.com>"
     reply_to = "help@example.com"
     subject = "Hello {{ first_name }}"
-    text_file = "body.txt"      # or text = "..."; html / html_file likewise
+    text_file = "body.txt"      # or text = "..."; html / html_file likewise; *_file
+                                # paths stay inside this file's folder (no absolute
+                                # paths, no "..", symlinks resolved and kept inside)
     batch_size = 500            # optional
     [headers]
     X-Campaign = "spring"
@@ -19,7 +21,7 @@ import re
 import tomllib
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from jinja2 import meta
@@ -41,13 +43,40 @@ def new_campaign_id() -> str:
     return f"c-{uuid.uuid4().hex[:12]}"
 
 
+def _confined(path: Path, file_key: str, ref: object) -> Path:
+    """The file a ``*_file`` key names, which must lie inside the campaign file's folder.
+
+    Campaign authors are not trusted with the producer's file system: an absolute path,
+    a ``..`` component or a symlink leading outside the folder (``text_file =
+    "/proc/self/environ"`` would mail the environment, secrets included, to every
+    recipient) is refused, and so is anything but a regular file (a FIFO would hang).
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise InputError(f"{path}: field {file_key!r} must be a non-empty file name")
+    rel = PurePath(ref)
+    if rel.is_absolute() or PureWindowsPath(ref).anchor or ref.startswith("~"):
+        raise InputError(f"{path}: field {file_key!r}: {ref!r} must be a path relative to "
+                         "the campaign file's folder, not an absolute one")
+    if ".." in rel.parts or ".." in PureWindowsPath(ref).parts:
+        raise InputError(f"{path}: field {file_key!r}: {ref!r} must not contain '..'; "
+                         "keep body files in the campaign file's folder")
+    folder = path.parent.resolve()
+    target = (folder / rel).resolve()
+    if not target.is_relative_to(folder):
+        raise InputError(f"{path}: field {file_key!r}: {ref!r} leads outside the campaign "
+                         f"file's folder {folder} (through a symlink)")
+    if target.exists() and not target.is_file():
+        raise InputError(f"{path}: field {file_key!r}: {ref!r} is not a regular file")
+    return target
+
+
 def _body(path: Path, data: Mapping[str, Any], name: str) -> str | None:
     inline, file_key = data.get(name), f"{name}_file"
     ref = data.get(file_key)
     if inline is not None and ref is not None:
         raise InputError(f"{path}: set only one of {name!r} and {file_key!r}")
     if ref is not None:
-        body_path = (path.parent / str(ref)).resolve()
+        body_path = _confined(path, file_key, ref)
         try:
             return body_path.read_text(encoding="utf-8")
         except OSError as exc:

@@ -27,7 +27,7 @@ from celery import Celery
 from config.schema import CampaignSpec, Recipient
 from config.settings import Settings
 from producers.campaign import header_variables
-from producers.recipients import InvalidRow, check_rows, read_recipients
+from producers.recipients import InvalidRow, ReaderLimits, check_rows, read_recipients
 from workers.errors import InputError
 from workers.ledger import Ledger
 from workers.publish import publish_batches
@@ -71,7 +71,10 @@ def enqueue_campaign(
     ledger = Ledger(client, settings.keys)
     header_fields = header_variables(spec)
     if isinstance(recipients, str | Path):
-        rows = read_recipients(recipients, header_fields=header_fields)
+        # A CSV's structure is checked here, before anything is written or published.
+        limits = ReaderLimits(max_field_bytes=settings.max_field_bytes,
+                              max_row_lines=settings.max_row_lines)
+        rows = read_recipients(recipients, header_fields=header_fields, limits=limits)
         source = str(recipients)
     else:
         rows = check_rows(recipients, header_fields=header_fields)
@@ -150,9 +153,10 @@ def _dedupe(client: redis.Redis[bytes], key: str, items: Iterable[Recipient | In
             ) -> tuple[list[Recipient], list[tuple[int, str, str]]]:
     """Split a chunk into the rows to send and the invalid ones (duplicates included).
 
-    One script call a chunk (``workers/lua/dedupe.lua``): HSETNX of every lower-cased
-    address with its row; a row whose address was seen at another row is a "duplicate of
-    row N". A resumed run's own earlier entries (same row) are not duplicates.
+    One script call a chunk (``workers/lua/dedupe.lua``): HSETNX of every address's
+    :func:`~workers.addresses.address_key` with its row; a row whose address was seen at
+    another row is a "duplicate of row N". A resumed run's own earlier entries (same row)
+    are not duplicates.
     """
     valid: list[Recipient] = []
     invalid: list[tuple[int, str, str]] = []
@@ -164,6 +168,7 @@ def _dedupe(client: redis.Redis[bytes], key: str, items: Iterable[Recipient | In
     if not valid:
         return valid, invalid
     # Addresses are never empty and never hold "\n" (check_address), the separator.
+    # They are canonical already (check_address), so lower() is their address_key.
     reply = run_sync(client, script(_DEDUPE, [key], [
         "\n".join([r.email.lower() for r in valid]),
         "\n".join([str(r.row) for r in valid]),

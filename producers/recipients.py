@@ -5,6 +5,19 @@ Rows are read one at a time and never collected, so the producer's memory does n
 with the list. Each row is checked on its own; a bad row becomes an :class:`InvalidRow`
 with its row number and reason and never stops the reading. Duplicates are found on the
 Redis side at enqueue time (a set in Redis), again to keep the producer flat.
+
+A CSV file is read twice. The first, streaming pass checks only its structure: an
+unterminated or malformed quote, a field above ``max_field_bytes``, a row spanning more
+than ``max_row_lines`` lines. Any of these raises :class:`InputError` naming the file and
+line before a single row is handed out, so a broken file publishes nothing (a quote left
+open would otherwise swallow the following rows into one recipient's variables). The
+second pass yields the rows. Bytes that are not UTF-8 are not a structural problem (UTF-8
+resynchronizes at the next character, and quotes, commas and line ends are ASCII): they
+make just their row invalid, numbered like every other row.
+
+JSON Lines files need no pre-pass: a line is a row, and anything wrong with a line (not
+UTF-8, not JSON, nested too deep, a number too long, not an object, a lone surrogate)
+makes that row invalid.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +38,30 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_
 from email_validator.syntax import validate_email_domain_name
 
 from config.schema import Recipient
+from workers.addresses import canonical_address
 from workers.errors import InputError
 
 __all__ = [
     "InvalidRow",
+    "ReaderLimits",
     "check_address",
     "check_rows",
     "read_recipients",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderLimits:
+    """Structural limits of a CSV recipient file; exceeding one stops the send.
+
+    Settable as ``BULKMAIL_MAX_FIELD_BYTES`` / ``BULKMAIL_MAX_ROW_LINES``
+    (:class:`config.settings.Settings`).
+    """
+
+    #: longest field, in UTF-8 bytes
+    max_field_bytes: int = 128 * 1024
+    #: most physical lines one row may span (quoted fields may hold line breaks)
+    max_row_lines: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +121,13 @@ def _domain_verdict(domain: str) -> tuple[str, str]:
 
 
 def check_address(raw: str) -> str:
-    """The normalized address, or ``ValueError`` with a reason. No DNS lookups.
+    """The address in canonical form (:func:`workers.addresses.canonical_address`: IDNA
+    domain, lower-cased), or ``ValueError`` with a reason. No DNS lookups.
 
     The same verdict as ``validate_email(raw, check_deliverability=False,
-    allow_smtputf8=False, test_environment=True)``, decided without it for plain addresses.
+    allow_smtputf8=True, test_environment=True)``, decided without it for plain addresses.
+    A non-ASCII local part is accepted here; whether it can be sent (SMTPUTF8) is decided
+    where it is sent.
     """
     if len(raw) <= EMAIL_MAX_LENGTH:
         m = _FAST_ADDRESS(raw)
@@ -104,6 +137,7 @@ def check_address(raw: str) -> str:
             if normalized:
                 if local.lower() in _ROLE_NAMES:
                     local = local.lower()
+                # already canonical: an ASCII, non-Punycode domain, lower-cased
                 return f"{local}@{normalized}"
             if error:
                 raise ValueError(f"bad address: {error}")
@@ -118,15 +152,25 @@ def _check_address_slow(raw: str) -> str:
     try:
         # test_environment admits the reserved *.test domain (handy for trials against a
         # capture server) and does no DNS; other special-use names stay refused.
-        info = validate_email(raw, check_deliverability=False, allow_smtputf8=False,
+        info = validate_email(raw, check_deliverability=False, allow_smtputf8=True,
                               test_environment=True)
     except EmailNotValidError as exc:
         raise ValueError(f"bad address: {exc}") from None
-    return str(info.normalized)
+    return canonical_address(str(info.normalized))
 
 
 def _header_unsafe(value: str) -> bool:
     return "\n" in value or "\r" in value or "\x00" in value
+
+
+def _shown(text: str) -> str:
+    """``text`` safe to store and print: undecodable bytes (surrogate escapes) and lone
+    surrogates shown as ``\\udcXX`` escapes instead of breaking UTF-8 encoding later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _check_row(row: int, fields: dict[str, Any], header_fields: frozenset[str]
@@ -142,61 +186,180 @@ def _check_fields(row: int, email: str, fields: dict[str, Any], header_fields: f
         value = fields.get(name)
         if isinstance(value, str) and _header_unsafe(value):
             # Multi-line values are fine in bodies; in a header they would start a new one.
-            return InvalidRow(row, email,
+            return InvalidRow(row, _shown(email),
                               f"field {name!r} contains CR/LF and is used in a header")
     try:
         normalized = check_address(email)
     except ValueError as exc:
-        return InvalidRow(row, email, str(exc))
+        return InvalidRow(row, _shown(email), _shown(str(exc)))
     return Recipient(row, normalized, fields)
 
 
-def _read_csv(path: Path, header_fields: frozenset[str]) -> Iterator[Recipient | InvalidRow]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+# -- CSV ----------------------------------------------------------------------------------
+
+# Undecodable bytes are read as surrogate escapes (U+DC80-U+DCFF), so that one bad byte
+# costs its row only; this finds them.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(names: list[str], values: list[str]) -> str | None:
+    """The reason a CSV row is not UTF-8, or None when it is."""
+    for name, value in zip(names, values, strict=False):
+        found = _ESCAPED_BYTE.search(value)
+        if found is not None:
+            byte = ord(found.group()) - 0xDC00
+            return f"not UTF-8: byte 0x{byte:02X} in column {_shown(name)!r}"
+    return None
+
+
+@contextmanager
+def _open_csv(path: Path) -> Iterator[Iterator[list[str]]]:
+    """A strict CSV reader over ``path`` (BOM skipped, bad bytes as surrogate escapes).
+
+    ``strict``: a quote left open at the end of the file, or a closing quote followed by
+    anything but a delimiter or line end, is an error, not text swallowed into a field.
+    """
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+        yield csv.reader(fh, strict=True)
+
+
+def _structure_error(path: Path, start: int, reader: Any, exc: csv.Error,
+                     limits: ReaderLimits) -> InputError:
+    text = str(exc)
+    if "unexpected end of data" in text:
+        why = (f"line {start}: unterminated quote (the quoted field of the row starting "
+               "here never closes)")
+    elif "field larger than field limit" in text:
+        why = (f"line {start}: a field of the row starting here is larger than "
+               f"max_field_bytes ({limits.max_field_bytes} bytes)")
+    else:
+        why = (f"line {reader.line_num}: malformed quoting in the row starting at line "
+               f"{start}: {text}")
+    return InputError(f"{path}: {why}; nothing was enqueued")
+
+
+def _ensure_field_limit(limits: ReaderLimits) -> None:
+    # The csv module's own limit (characters, process-wide, 131072 by default) must not
+    # cut in before ours; it is raised when a larger max_field_bytes is configured and
+    # never lowered (others in this process may rely on it).
+    if csv.field_size_limit() <= limits.max_field_bytes:
+        csv.field_size_limit(limits.max_field_bytes + 1)
+
+
+def _check_csv_structure(path: Path, limits: ReaderLimits) -> None:
+    """The pre-pass: raise :class:`InputError` at the first structural error."""
+    _ensure_field_limit(limits)
+    max_lines, max_bytes = limits.max_row_lines, limits.max_field_bytes
+    # A field of n characters has between n and 4n UTF-8 bytes (an escaped byte: 1):
+    # only fields longer than this need their bytes counted.
+    quick = max_bytes // 4
+    with _open_csv(path) as reader:
+        start = 1  # the line the next row starts on
         try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: line 1: cannot read the CSV header: {exc}") from exc
-        names = [h.strip() for h in header]
-        if "email" not in names:
-            raise InputError(
-                f"{path}: the CSV has no 'email' column (columns: {', '.join(names) or 'none'})"
-            )
-        width = len(names)
-        # The address is taken out of the row by position and the other columns zipped
-        # into the variables directly (no dict built and then popped). Repeated column
-        # names keep the dict semantics (the last one wins) through _check_row.
-        email_at = names.index("email") if len(set(names)) == width else -1
-        var_names = [n for n in names if n != "email"]
-        row = 0
-        while True:
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                row += 1
-                yield InvalidRow(row, "", f"unreadable CSV line {reader.line_num}: {exc}")
-                continue
-            if len(values) != width:
-                if not values or values == [""]:
-                    continue  # blank lines are not rows
-                row += 1
-                yield InvalidRow(row, "", f"line {reader.line_num}: {len(values)} fields, "
-                                          f"the header has {width}")
-                continue
-            if width == 1 and values == [""]:
-                continue  # a blank line (or a lone "") of a one-column file
+            for values in reader:
+                end = reader.line_num  # type: ignore[attr-defined]
+                if end - start >= max_lines:
+                    raise InputError(
+                        f"{path}: line {start}: the row starting here spans "
+                        f"{end - start + 1} lines, more than max_row_lines ({max_lines}); "
+                        "is a quote left open? nothing was enqueued")
+                if values and len(max(values, key=len)) > quick:
+                    for value in values:
+                        if (len(value) > quick and
+                                len(value.encode("utf-8", "surrogateescape")) > max_bytes):
+                            raise InputError(
+                                f"{path}: line {start}: a field of the row starting here "
+                                f"is larger than max_field_bytes ({max_bytes} bytes); "
+                                "nothing was enqueued")
+                start = end + 1
+        except csv.Error as exc:
+            raise _structure_error(path, start, reader, exc, limits) from None
+
+
+def _read_csv(path: Path, header_fields: frozenset[str]) -> Iterator[Recipient | InvalidRow]:
+    with _open_csv(path) as reader:
+        try:
+            yield from _csv_rows(path, reader, header_fields)
+        except csv.Error as exc:
+            # The pre-pass read the same file without error: it changed in between.
+            raise InputError(f"{path}: line {reader.line_num}: {exc} (the file "  # type: ignore[attr-defined]
+                             "changed while it was being read)") from exc
+
+
+def _csv_rows(path: Path, reader: Iterator[list[str]], header_fields: frozenset[str]
+              ) -> Iterator[Recipient | InvalidRow]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    names = [h.strip() for h in header]
+    if _undecodable(names, names) is not None:
+        raise InputError(f"{path}: line 1: the CSV header is not UTF-8")
+    if "email" not in names:
+        raise InputError(
+            f"{path}: the CSV has no 'email' column (columns: {', '.join(names) or 'none'})"
+        )
+    width = len(names)
+    # The address is taken out of the row by position and the other columns zipped
+    # into the variables directly (no dict built and then popped). Repeated column
+    # names keep the dict semantics (the last one wins) through _check_row.
+    email_at = names.index("email") if len(set(names)) == width else -1
+    var_names = [n for n in names if n != "email"]
+    row = 0
+    for values in reader:
+        if len(values) != width:
+            if not values or values == [""]:
+                continue  # blank lines are not rows
             row += 1
-            if email_at >= 0:
-                email = values.pop(email_at).strip()
-                yield _check_fields(row, email, dict(zip(var_names, values, strict=True)),
-                                    header_fields)
-            else:
-                yield _check_row(row, dict(zip(names, values, strict=True)), header_fields)
+            yield InvalidRow(row, "", f"line {reader.line_num}: {len(values)} fields, "  # type: ignore[attr-defined]
+                                      f"the header has {width}")
+            continue
+        if width == 1 and values == [""]:
+            continue  # a blank line (or a lone "") of a one-column file
+        row += 1
+        # Most rows are ASCII: one join and isascii() clear them of undecodable bytes.
+        if not "".join(values).isascii():
+            bad = _undecodable(names, values)
+            if bad is not None:
+                raw = values[email_at] if email_at >= 0 else ""
+                yield InvalidRow(row, _shown(raw.strip()),
+                                 f"line {reader.line_num}: {bad}")  # type: ignore[attr-defined]
+                continue
+        if email_at >= 0:
+            email = values.pop(email_at).strip()
+            yield _check_fields(row, email, dict(zip(var_names, values, strict=True)),
+                                header_fields)
+        else:
+            yield _check_row(row, dict(zip(names, values, strict=True)), header_fields)
+
+
+# -- JSON Lines ---------------------------------------------------------------------------
+
+# \uD800-\uDFFF escapes: a pair is a valid character, a lone one cannot be encoded later.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _json_row(line: bytes) -> dict[str, Any] | str:
+    """The object on ``line``, or why the line is not a row."""
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        return "not JSON: nested too deeply"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: {exc.reason} at byte {exc.start}"
+    except ValueError as exc:
+        # JSONDecodeError, and the int-string conversion limit for a number too long
+        return f"not JSON: {exc}"
+    if not isinstance(obj, dict):
+        return "expected a JSON object"
+    if _SURROGATE_ESCAPE.search(line) is not None:
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return "not valid Unicode: a lone surrogate escape (\\ud800-\\udfff)"
+        except (ValueError, RecursionError):
+            return "not JSON: nested too deeply"
+    return obj
 
 
 def _read_jsonl(path: Path, header_fields: frozenset[str]
@@ -207,34 +370,43 @@ def _read_jsonl(path: Path, header_fields: frozenset[str]
             if not line.strip():
                 continue
             row += 1
+            obj = _json_row(line)
+            if isinstance(obj, str):
+                yield InvalidRow(row, "", f"line {line_no}: {obj}")
+                continue
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                yield InvalidRow(row, "", f"line {line_no}: not JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                yield InvalidRow(row, "", f"line {line_no}: expected a JSON object")
-                continue
-            yield _check_row(row, obj, header_fields)
+                yield _check_row(row, obj, header_fields)
+            except RecursionError:
+                # json.loads nests deeper than the checks below it may walk
+                yield InvalidRow(row, "", f"line {line_no}: not JSON: nested too deeply")
 
 
 def check_rows(rows: Iterable[Mapping[str, Any]], *,
                header_fields: frozenset[str] = frozenset()) -> Iterator[Recipient | InvalidRow]:
     """Rows given in-process (dicts with an ``email`` key), checked like a file's rows and
-    numbered from 1."""
+    numbered from 1. A row whose variables cannot be stored as JSON is invalid."""
     for row, fields in enumerate(rows, start=1):
-        yield _check_row(row, dict(fields), header_fields)
+        checked = _check_row(row, dict(fields), header_fields)
+        if isinstance(checked, Recipient):
+            try:
+                json.dumps(checked.vars, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError, RecursionError) as exc:
+                reason = f"variables cannot be stored as JSON: {type(exc).__name__}"
+                checked = InvalidRow(row, checked.email, reason)
+        yield checked
 
 
-def read_recipients(path: str | Path, *, header_fields: frozenset[str] = frozenset()
-                    ) -> Iterator[Recipient | InvalidRow]:
+def read_recipients(path: str | Path, *, header_fields: frozenset[str] = frozenset(),
+                    limits: ReaderLimits | None = None) -> Iterator[Recipient | InvalidRow]:
     """Stream the rows of a ``.csv`` or ``.jsonl``/``.ndjson`` file, numbered from 1.
 
     ``header_fields`` are the variables the campaign uses in header templates: a row whose
     value for one of them holds CR or LF is invalid (it could inject a header).
 
-    Raises :class:`InputError` (naming the file) only for problems with the whole file:
-    missing, unreadable, or a CSV without an ``email`` column.
+    Raises :class:`InputError` (naming the file and, where there is one, the line) for
+    problems with the whole file: missing, unreadable, a CSV without an ``email`` column,
+    and a CSV structural error (see the module docstring and :class:`ReaderLimits`),
+    which the pre-pass finds before this function returns, so before any row is seen.
     """
     p = Path(path)
     if not p.is_file():
@@ -247,5 +419,6 @@ def read_recipients(path: str | Path, *, header_fields: frozenset[str] = frozens
     if suffix in {".jsonl", ".ndjson"}:
         return _read_jsonl(p, header_fields)
     if suffix in {".csv", ".txt", ""}:
+        _check_csv_structure(p, limits or ReaderLimits())
         return _read_csv(p, header_fields)
     raise InputError(f"{p}: unknown recipient file type {suffix!r}; use .csv or .jsonl")

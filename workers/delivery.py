@@ -24,6 +24,7 @@ from typing import Any
 
 from config.providers import ProviderConfig
 from config.schema import State
+from workers.addresses import canonical_domain
 from workers.batchlock import BatchLock
 from workers.deadletter import AsyncDeadLetters
 from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
@@ -203,7 +204,7 @@ async def _deliver_locked(rt: Runtime, cid: str, batch_no: int, compiled: Compil
 
 
 def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
+    return canonical_domain(address.rpartition("@")[2])
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 from config.schema import Keys
+from workers.addresses import address_key
 from workers.errors import InputError
 from workers.redis_ops import Command, RedisOp, as_text, hscan_page, run_async, run_sync
 
@@ -55,8 +56,10 @@ _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
 
 
 def normalize_address(address: str) -> str:
-    """The form addresses are stored and compared in: stripped, lower-cased."""
-    norm = address.strip().lower()
+    """The form addresses are stored and compared in: stripped, IDNA domain, lower-cased
+    (:func:`workers.addresses.address_key`), so a Unicode and a Punycode spelling of one
+    domain are one entry."""
+    norm = address_key(address)
     if not norm:
         raise ValueError("an empty address cannot be suppressed")
     return norm
@@ -192,7 +195,7 @@ def _plain_rows(lines: Iterable[str], first_no: int) -> Iterator[_Row | BadLine 
             continue
         text = line.strip()
         if _ADDRESS.match(text):
-            yield line_no, text.lower(), ""
+            yield line_no, address_key(text), ""
         else:
             yield BadLine(line_no, text, "not an email address")
 
@@ -218,7 +221,7 @@ def _csv_rows(
             yield BadLine(line_no, text, f"not an email address: {address!r}")
             continue
         reason = row[reason_col].strip() if reason_col is not None and len(row) > reason_col else ""
-        yield line_no, address.lower(), reason
+        yield line_no, address_key(address), reason
 
 
 # --------------------------------------------------------------------------------------
@@ -260,7 +263,7 @@ class _SuppressionOps:
         given = [a for a in addresses if a.strip()]
         if not given:
             return set()  # HMGET needs at least one field
-        folded = [a.strip().lower() for a in given]
+        folded = [address_key(a) for a in given]
         distinct = list(dict.fromkeys(folded))
         found = yield Command(("HMGET", self.key, *distinct))
         hit = {a for a, v in zip(distinct, found, strict=True) if v is not None}

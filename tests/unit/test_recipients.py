@@ -118,7 +118,9 @@ def test_invalid_rows_keep_what_the_row_held(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("raw", "normalized"), [
     ("User@Example.TEST", "User@example.test"),
-    ("a@xn--bcher-kva.test", "a@bücher.test"),
+    # one canonical form: the IDNA (ASCII) domain, whichever form the file had
+    ("a@xn--bcher-kva.test", "a@xn--bcher-kva.test"),
+    ("a@Bücher.test", "a@xn--bcher-kva.test"),
 ])
 def test_check_address_normalizes(raw: str, normalized: str) -> None:
     assert check_address(raw) == normalized

@@ -164,13 +164,17 @@ def run_demo(*, recipients: int, workers: int, keep: bool, console: Console) -> 
         worker_log.unlink(missing_ok=True)
         proc = start_workers("demo", concurrency=workers, env=env, log=worker_log)
         try:
+            from config.settings import Settings
             from producers.campaign import load_campaign
             from producers.connect import connect_redis
             from producers.enqueue import enqueue_campaign
             from producers.progress import wait_for_campaign
-            from workers.app import app, settings
+            from workers.app import create_app
             from workers.ledger import Ledger
 
+            # the demo's own settings: the environment it just set up for its workers
+            settings = Settings.from_env()
+            app = create_app(settings)
             spec, _ = load_campaign(campaign, settings.load_providers())
             client = connect_redis(settings)
             console.print(f"{workers} worker processes started (log: {worker_log}); "

@@ -25,14 +25,13 @@ import redis
 from celery import Celery
 
 import workers
-from config.schema import CampaignSpec, Recipient
+from config.schema import CampaignSpec, Recipient, task_id
 from config.settings import Settings
 from producers.campaign import header_variables
 from producers.recipients import InvalidRow, check_rows, read_recipients
 from workers.errors import InputError
 from workers.ledger import Ledger
 from workers.publish import publish_batches
-from workers.tasks import task_id
 
 __all__ = ["EnqueueResult", "enqueue_campaign"]
 

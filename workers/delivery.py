@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.providers import ProviderConfig
-from config.schema import State
+from config.schema import State, retry_member
 from workers.deadletter import AsyncDeadLetters
 from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
 from workers.ledger import AsyncLedger, Update, detail_json
@@ -37,7 +37,6 @@ __all__ = [
     "domain_of",
     "park_after_error",
     "park_batch",
-    "retry_member",
     "run_batch",
 ]
 
@@ -47,11 +46,6 @@ log = logging.getLogger("bulkmail.delivery")
 LOCKED_SLACK = 1.0
 #: how long to park a batch whose provider rejected our credentials
 AUTH_RETRY = 60.0
-
-
-def retry_member(cid: str, batch_no: int) -> str:
-    """The retry-queue member naming a batch."""
-    return f"{cid}:{batch_no}"
 
 
 @dataclass(slots=True)

@@ -194,7 +194,7 @@ def retry_member(cid: str, batch_no: int) -> str:
 def parse_retry_member(member: str) -> tuple[str, int]:
     """``(campaign id, batch number)`` of a :func:`retry_member`."""
     cid, sep, batch = member.rpartition(":")
-    if not sep or not batch.isdigit():
+    if not sep or not (batch.isascii() and batch.isdigit()):
         raise ValueError(f"{member!r} is not a retry-queue member (campaign:batch)")
     return cid, int(batch)
 

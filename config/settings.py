@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -30,16 +30,20 @@ _HIDDEN = "***"
 
 def _redact_one(url: str) -> str:
     parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{_HIDDEN}@{hostinfo}" if colon else netloc
-    query = "&".join(
-        f"{name}={_HIDDEN}" if sep and name.lower() in _SECRET_PARAMS else f"{name}{sep}{value}"
-        for name, sep, value in (p.partition("=") for p in parts.query.split("&"))
-    ) if parts.query else ""
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    userinfo, at, hostinfo = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        # the first "//netloc" is the authority; editing the text in place keeps the
+        # URL as written (urlunsplit would turn "unix:///path" into "unix:/path")
+        url = url.replace(f"//{parts.netloc}", f"//{user}:{_HIDDEN}@{hostinfo}", 1)
+    if parts.query:
+        query = "&".join(
+            f"{name}={_HIDDEN}" if sep and name.lower() in _SECRET_PARAMS
+            else f"{name}{sep}{value}"
+            for name, sep, value in (p.partition("=") for p in parts.query.split("&")))
+        # the first "?" starts the query, so its first occurrence is the query itself
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
 
 
 def redact_url(url: str) -> str:

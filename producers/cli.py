@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from config.errors import CampaignNotFoundError, InputError
 from config.schema import State, check_id
@@ -66,15 +67,15 @@ def send(
                              "queued": result.queued, "invalid": result.invalid,
                              "batches": result.batches}))
         elif not as_json:
+            name = Text.assemble("campaign ", (untrusted(spec.id, markup=False), "bold"))
             if not result.created and not result.resumed:
-                console.print(f"campaign [bold]{untrusted(spec.id)}[/] already exists: "
-                              "nothing enqueued again")
+                console.print(name, " already exists: nothing enqueued again", sep="")
             else:
                 rate = result.rows / result.seconds if result.seconds else 0
                 console.print(
-                    f"campaign [bold]{untrusted(spec.id)}[/]: {result.queued} queued, "
-                    f"{result.invalid} invalid of {result.rows} rows in {result.batches} batches "
-                    f"({rate:,.0f} rows/s)" + (" (resumed)" if result.resumed else ""))
+                    name, f": {result.queued} queued, {result.invalid} invalid of "
+                    f"{result.rows} rows in {result.batches} batches ({rate:,.0f} rows/s)"
+                    + (" (resumed)" if result.resumed else ""), sep="")
         if wait:
             wait_for_campaign(Ledger(client, settings.keys), spec.id, console=console,
                               as_json=as_json)
@@ -140,7 +141,7 @@ def status(
         else:
             print_status(d, console)
             for line in _provider_lines(st.provider, d["providers"]):
-                console.print(f"[yellow]{untrusted(line)}[/]", highlight=False, soft_wrap=True)
+                console.print(untrusted(line), style="yellow", highlight=False, soft_wrap=True)
 
     guard(go)
 

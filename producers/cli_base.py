@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from config.errors import BulkmailError
 from config.settings import Settings
@@ -53,12 +52,23 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200e\u200f"
                        r"\u202a-\u202e\u2066-\u2069]")
 
 
+# A Rich tag and the backslashes before it (the grammar of rich.markup.RE_TAGS). Doubling
+# the backslashes and adding one escapes the tag; rich.markup.escape does the same but
+# also doubles a trailing backslash, which then shows twice unless a tag follows.
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
 def untrusted(value: object, *, markup: bool = True) -> str:
     """``value`` as text that is safe to print: control characters removed, line breaks
     as spaces and, for Rich output (``markup=True``), Rich markup escaped so it shows as
-    written. ``markup=False`` is for plain ``print`` (tab-separated listings)."""
+    written. ``markup=False`` is for plain ``print`` (tab-separated listings).
+
+    Put it where no tag follows directly (``[bold]{untrusted(x)}[/]`` would let a
+    trailing backslash of ``x`` escape the ``[/]``): at the end of the text, or as a
+    table cell, or with ``style=`` instead of a tag.
+    """
     text = _CONTROLS.sub("", _BREAKS.sub(" ", str(value)))
-    return escape(text) if markup else text
+    return _TAG.sub(r"\1\1\\\2", text) if markup else text
 
 
 # json.dumps escapes C0 controls; these it leaves as they are with ensure_ascii=False

@@ -52,10 +52,18 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200e\u200f"
                        r"\u202a-\u202e\u2066-\u2069]")
 
 
-# A Rich tag and the backslashes before it (the grammar of rich.markup.RE_TAGS). Doubling
-# the backslashes and adding one escapes the tag; rich.markup.escape does the same but
-# also doubles a trailing backslash, which then shows twice unless a tag follows.
-_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+# Every "[" with the backslashes before it; group 2 is a whole tag when the "[" opens one
+# (the grammar of rich.markup.RE_TAGS). rich.markup.escape leaves a backslash before a
+# "[" that opens no tag, which Rich then drops, and doubles a trailing backslash.
+_BRACKET = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?])?)")
+
+
+def _escape_bracket(m: re.Match[str]) -> str:
+    slashes, bracket = m.groups()
+    if len(bracket) > 1:  # a tag: backslashes doubled, then one that escapes the tag
+        return f"{slashes}{slashes}\\{bracket}"
+    # a lone "[": Rich turns "\[" into "[", so one more backslash when any precede it
+    return f"{slashes}\\{bracket}" if slashes else bracket
 
 
 def untrusted(value: object, *, markup: bool = True) -> str:
@@ -68,7 +76,7 @@ def untrusted(value: object, *, markup: bool = True) -> str:
     table cell, or with ``style=`` instead of a tag.
     """
     text = _CONTROLS.sub("", _BREAKS.sub(" ", str(value)))
-    return _TAG.sub(r"\1\1\\\2", text) if markup else text
+    return _BRACKET.sub(_escape_bracket, text) if markup else text
 
 
 # json.dumps escapes C0 controls; these it leaves as they are with ensure_ascii=False
@@ -76,10 +84,10 @@ _JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u206
 
 
 def json_line(value: Any) -> str:
-    """One JSON line for machine-readable output (``--json``): ``value`` encoded (or a JSON
-    text as it is), with the control characters a terminal would act on written as
-    ``\\uXXXX`` escapes, which decode to the same data."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """``value`` as one JSON line for machine-readable output (``--json``), with the
+    control characters a terminal would act on written as ``\\uXXXX`` escapes, which
+    decode to the same data."""
+    text = json.dumps(value, ensure_ascii=False)
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

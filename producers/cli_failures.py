@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +57,7 @@ def dlq_list(
         page = DeadLetters(run.redis, run.settings.keys).list(campaign, limit=limit)
         if as_json:
             for d in page.entries:
-                print(json_line(d.to_json()))
+                print(json_line(asdict(d)))
             return
         table = Table("campaign", "row", "email", "attempts", "last reply", "at")
         for d in page.entries:

@@ -111,8 +111,7 @@ def status(
                           "pending", "done")
             for d in rows:
                 table.add_row(untrusted(d["id"]), untrusted(d["provider"]), str(d["total"]),
-                              str(d["sent"]),
-                              str(d["failed"]), str(d["invalid"]),
+                              str(d["sent"]), str(d["failed"]), str(d["invalid"]),
                               str(d["queued"] + d["deferred"]), "yes" if d["done"] else "no")
             console.print(table)
             return

@@ -192,11 +192,12 @@ def retry_member(cid: str, batch_no: int) -> str:
 
 
 def parse_retry_member(member: str) -> tuple[str, int]:
-    """``(campaign id, batch number)`` of a :func:`retry_member`."""
+    """``(campaign id, batch number)`` of a :func:`retry_member`; ``ValueError`` (an
+    :class:`InvalidIdError` for a bad campaign id) for anything else."""
     cid, sep, batch = member.rpartition(":")
     if not sep or not (batch.isascii() and batch.isdigit()):
         raise ValueError(f"{member!r} is not a retry-queue member (campaign:batch)")
-    return cid, int(batch)
+    return check_id(cid, what=f"retry-queue member {member!r}"), int(batch)
 
 
 def task_id(cid: str, batch_no: int) -> str:

@@ -30,7 +30,11 @@ LIMIT = 200
 
 def pump_once(app: Celery, client: redis.Redis[bytes], settings: Settings, provider: str,
               *, now: float | None = None) -> int:
-    """Publish every due batch of ``provider`` (at most ``LIMIT``); returns how many."""
+    """Publish every due batch of ``provider`` (at most ``LIMIT``); returns how many.
+
+    A member that names no batch (see :func:`~config.schema.parse_retry_member`) is
+    logged and dropped.
+    """
     queue = RetryQueue(client, settings.keys, provider)
     members = queue.pump(now=now, limit=LIMIT)
     if not members:
@@ -38,11 +42,18 @@ def pump_once(app: Celery, client: redis.Redis[bytes], settings: Settings, provi
     stamp = int(time.time() * 1000)
     tasks = []
     for member in members:
-        cid, batch_no = parse_retry_member(member)
+        try:
+            cid, batch_no = parse_retry_member(member)
+        except ValueError as exc:
+            # not written by bulkmail: drop it (acked below) rather than fail the whole
+            # round, which would keep every other due batch of the provider waiting
+            log.error("retry queue of %s: dropped a member that names no batch: %s",
+                      provider, exc)
+            continue
         tasks.append((cid, batch_no, retry_task_id(cid, batch_no, stamp)))
     publish_batches(app, provider, tasks)
     queue.ack(members)
-    return len(members)
+    return len(tasks)
 
 
 def start_pump_thread(app: Celery, settings: Settings, queues: list[str]

@@ -2,9 +2,9 @@
 
 Every failure that crosses a module boundary is one of these types. Providers translate
 their own low-level errors (aiosmtplib, httpx, provider JSON) into :class:`DeliveryError`
-subclasses at the boundary; retry logic reads only these types, never reply codes. Each
-class also inherits the matching built-in, so ``except LookupError`` or ``except
-ValueError`` in a caller still works::
+subclasses at the boundary; retry logic reads only these types, never reply codes. Where
+a built-in fits, a class also inherits it (in brackets below), so ``except LookupError``
+or ``except ValueError`` in a caller still works::
 
     BulkmailError
     ├── ConfigError (ValueError)             settings or the providers file are wrong
@@ -51,11 +51,13 @@ class BulkmailError(Exception):
 
 
 class ConfigError(BulkmailError, ValueError):
-    """Settings or the providers file are wrong. The message names file, key and value."""
+    """Settings or the providers file are wrong. The message names the file or variable
+    and the key, never the value (it may be a secret)."""
 
 
 class InputError(BulkmailError, ValueError):
-    """A campaign file or recipient file cannot be used at all (not a per-row problem)."""
+    """A campaign file, recipient file or argument cannot be used at all (not a per-row
+    problem)."""
 
 
 class TemplateError(InputError):

@@ -18,6 +18,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 
 from config.errors import RedisUnavailableError
+from config.schema import is_valid_id
 from workers.app import settings_of
 from workers.delivery import ERROR_RETRY, park_after_error, run_batch
 from workers.publish import TASK_NAME
@@ -32,6 +33,12 @@ log = logging.getLogger("bulkmail.tasks")
              ignore_result=True)
 def send_batch(self: Any, campaign_id: str, batch_no: int) -> str:
     """Send one batch; the outcome of every recipient is in the ledger."""
+    if not is_valid_id(campaign_id) or type(batch_no) is not int or batch_no < 0:
+        # not published by bulkmail (whoever can write the broker can write anything):
+        # an id outside the rule could name another campaign's keys
+        log.error("refused a task that names no batch: campaign=%r batch=%r",
+                  campaign_id, batch_no)
+        return "refused"
     # Pool processes started their runtime in worker_process_init; under --pool solo
     # (no pool process) this is the first use, made with the app's own settings.
     Runtime.start(settings_of(self.app))

@@ -98,3 +98,14 @@ def test_settings_from_env_turns_a_bad_variable_into_a_config_error(
     with pytest.raises(ConfigError, match="BULKMAIL_BATCH_SIZE") as info:
         Settings.from_env()
     assert "lots" not in str(info.value)
+
+
+@pytest.mark.parametrize(("campaign_id", "batch_no"), [
+    ("news:counts", 0), ("", 0), ("spring", -1), ("spring", "0"), ("spring", True)])
+def test_the_task_refuses_arguments_that_name_no_batch(campaign_id: str, batch_no: int
+                                                       ) -> None:
+    from workers.tasks import send_batch
+
+    create_app(Settings(key_prefix="refuse"))
+    # refused before anything (Redis, the runtime) is touched
+    assert send_batch(campaign_id, batch_no) == "refused"

@@ -118,15 +118,13 @@ def guard(fn: Callable[[], None]) -> None:
 
 class CliContext:
     """The settings and connections of one ``bulkmail`` run, each built on first use and
-    only once (``--help`` and ``demo`` build none; a bad ``BULKMAIL_*`` variable is a
-    :class:`~config.errors.ConfigError` from the first command that needs settings)."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self._given = settings
+    only once, then passed down. ``--help`` builds none; ``demo`` builds its own for the
+    environment it sets up. A bad ``BULKMAIL_*`` variable is a
+    :class:`~config.errors.ConfigError` from the first command that needs settings."""
 
     @cached_property
     def settings(self) -> Settings:
-        return self._given or Settings.from_env()
+        return Settings.from_env()
 
     @cached_property
     def redis(self) -> redis.Redis[bytes]:

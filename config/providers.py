@@ -1,6 +1,6 @@
 """The providers file: ``[providers.NAME]`` tables, one per SMTP relay or HTTP API.
 
-Loaded and validated at start-up. A mistake is a :class:`~workers.errors.ConfigError`
+Loaded and validated at start-up. A mistake is a :class:`~config.errors.ConfigError`
 whose message names the file, the provider and the field, never the value (a mistyped
 key may hold a secret). Secrets are never written in the file: it names an environment
 variable (``*_env``) or a file (``*_file``) instead.
@@ -33,9 +33,9 @@ from pydantic import (
     field_validator,
 )
 
+from config.addresses import canonical_domain
+from config.errors import ConfigError
 from config.units import Rate, parse_duration, parse_rate
-from workers.addresses import canonical_domain
-from workers.errors import ConfigError
 
 __all__ = [
     "CONFIG_TYPES",

@@ -1,25 +1,36 @@
-"""What producers and workers agree on: Redis key names, recipient states, the campaign
-record and the batch payload. Both sides import this module and nothing else of each other's
-internals, so the wire format is defined in exactly one place.
+"""What producers and workers agree on: Redis key names, ids, recipient states, the
+campaign record and the batch payload. Both sides import this module and nothing else of
+each other's internals, so the wire format is defined in exactly one place.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from config.errors import InvalidIdError
+
 __all__ = [
     "FINAL_STATES",
+    "ID_RULE",
     "QUEUE_PREFIX",
     "CampaignSpec",
     "Keys",
     "Recipient",
     "State",
+    "check_id",
     "decode_batch",
     "encode_batch",
+    "is_valid_id",
+    "parse_retry_member",
     "queue_name",
+    "requeue_task_id",
+    "retry_member",
+    "retry_task_id",
+    "task_id",
 ]
 
 #: Celery queue of a provider is ``bulkmail.<provider>``.
@@ -164,6 +175,70 @@ class Keys:
     def heartbeat(self, provider: str) -> str:
         """String with a TTL: the last worker node seen consuming ``provider``'s queue."""
         return f"{self.prefix}:hb:{provider}"
+
+
+# ids --------------------------------------------------------------------------------
+# A campaign id (a single message's id too) becomes part of Redis keys, task ids and
+# retry-queue members. The rule keeps ":" out, so "cid:batch" always splits at its last
+# colon and no id can name another campaign's keys ("news:counts" would be the counts
+# hash of campaign "news").
+
+#: The id rule in words, for error messages.
+ID_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: an id longer than this is cut short in error messages
+_SHOWN = 80
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether ``value`` is a campaign or message id that follows :data:`ID_RULE`."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def check_id(value: object, *, what: str = "campaign id") -> str:
+    """``value`` when it follows :data:`ID_RULE`, else :class:`InvalidIdError`.
+
+    ``what`` names where the id came from (``"message_id"``, ``"spring.toml: field
+    'id'"``); it starts the error message.
+    """
+    if is_valid_id(value):
+        assert isinstance(value, str)
+        return value
+    shown = repr(value)
+    if len(shown) > _SHOWN:
+        shown = shown[:_SHOWN] + "..."
+    raise InvalidIdError(f"{what}: {shown} must be {ID_RULE}")
+
+
+def retry_member(cid: str, batch_no: int) -> str:
+    """``cid:batch``: a batch in a retry queue (:meth:`Keys.retry`)."""
+    return f"{cid}:{batch_no}"
+
+
+def parse_retry_member(member: str) -> tuple[str, int]:
+    """``(campaign id, batch number)`` of a :func:`retry_member`; ``ValueError`` (an
+    :class:`InvalidIdError` for a bad campaign id) for anything else."""
+    cid, sep, batch = member.rpartition(":")
+    if not sep or not (batch.isascii() and batch.isdigit()):
+        raise ValueError(f"{member!r} is not a retry-queue member (campaign:batch)")
+    return check_id(cid, what=f"retry-queue member {member!r}"), int(batch)
+
+
+def task_id(cid: str, batch_no: int) -> str:
+    """The task id of a batch's first send: ``cid:batch``, deterministic, so a batch
+    published twice by a resumed enqueue is one task id (Flower shows one)."""
+    return retry_member(cid, batch_no)
+
+
+def retry_task_id(cid: str, batch_no: int, stamp: int) -> str:
+    """``cid:batch:r<stamp>``: the batch published again by the retry pump."""
+    return f"{task_id(cid, batch_no)}:r{stamp}"
+
+
+def requeue_task_id(cid: str, batch_no: int, stamp: int) -> str:
+    """``cid:batch:q<stamp>``: the batch published again by ``retry-failed`` or
+    ``dlq requeue`` (an operator's action)."""
+    return f"{task_id(cid, batch_no)}:q{stamp}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@
                       variables={"order": 1042}, message_id="order-1042-shipped")
 
 Everything the CLI checks is checked here (unknown provider, templates that do not
-compile, bad rows end ``invalid``), and ids make both calls idempotent: the same id sent
-twice is enqueued once.
+compile, ids that break the id rule, bad rows end ``invalid``), and ids make both calls
+idempotent: the same id sent twice is enqueued once.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery
 
+from config.errors import InputError
 from config.providers import ProviderConfig
-from config.schema import CampaignSpec
+from config.schema import CampaignSpec, check_id
 from config.settings import Settings
 from producers.campaign import load_campaign
 from producers.connect import connect_redis
 from producers.enqueue import EnqueueResult, enqueue_campaign
-from workers.errors import InputError
+from workers.app import BulkmailApp, create_app
 from workers.ledger import CampaignStatus, Ledger
 from workers.templates import CompiledCampaign
 
@@ -41,7 +41,9 @@ class Bulkmail:
     """A producer handle: one Redis connection and one broker connection, reused."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
+        """``settings`` as given, else built from ``BULKMAIL_*`` now (a bad variable is a
+        :class:`~config.errors.ConfigError`)."""
+        self.settings = settings or Settings.from_env()
 
     @cached_property
     def providers(self) -> dict[str, ProviderConfig]:
@@ -52,9 +54,9 @@ class Bulkmail:
         return connect_redis(self.settings)
 
     @cached_property
-    def celery(self) -> Celery:
-        # Only publishes tasks by name; the workers run workers.app.
-        return Celery("bulkmail-producer", broker=self.settings.broker)
+    def celery(self) -> BulkmailApp:
+        # Only publishes tasks by name; the delivery code is imported by workers alone.
+        return create_app(self.settings)
 
     def send_campaign(self, campaign: str | Path | CampaignSpec,
                       recipients: str | Path | Iterable[Mapping[str, Any]], *,
@@ -77,9 +79,12 @@ class Bulkmail:
         """Enqueue one message (a campaign of one recipient); returns its id.
 
         ``message_id`` makes it idempotent (e.g. ``"order-1042-shipped"``): sending the
-        same id again enqueues nothing. Subject, bodies and headers are templates over
-        ``variables``, as in a campaign.
+        same id again enqueues nothing. It follows the id rule of campaign ids
+        (:data:`config.schema.ID_RULE`), else :class:`~config.errors.InvalidIdError`.
+        Subject, bodies and headers are templates over ``variables``, as in a campaign.
         """
+        if message_id is not None:
+            check_id(message_id, what="message_id")
         spec = self._checked(CampaignSpec(
             id=message_id or f"m-{uuid.uuid4().hex[:16]}", provider=provider, sender=sender,
             subject=subject, text=text, html=html, reply_to=reply_to,
@@ -90,9 +95,10 @@ class Bulkmail:
 
     def status(self, campaign_id: str) -> CampaignStatus | None:
         """Counts per state, and whether the campaign (or message) is done."""
-        return Ledger(self.redis, self.settings.keys).status(campaign_id)
+        return Ledger(self.redis, self.settings.keys).status(check_id(campaign_id))
 
     def _checked(self, spec: CampaignSpec) -> CampaignSpec:
+        check_id(spec.id, what="CampaignSpec.id")
         if spec.provider not in self.providers:
             known = ", ".join(sorted(self.providers)) or "none configured"
             raise InputError(f"unknown provider {spec.provider!r} (providers file "

@@ -17,7 +17,6 @@ Everything is checked before anything is enqueued; an error names the file and t
 
 from __future__ import annotations
 
-import re
 import tomllib
 import uuid
 from collections.abc import Mapping
@@ -27,14 +26,13 @@ from typing import Any
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from config.errors import InputError, TemplateError
 from config.providers import ProviderConfig
-from config.schema import CampaignSpec
-from workers.errors import InputError, TemplateError
+from config.schema import CampaignSpec, check_id
 from workers.templates import CompiledCampaign
 
 __all__ = ["campaign_from_data", "header_variables", "load_campaign", "new_campaign_id"]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KNOWN = {"id", "provider", "from", "reply_to", "subject", "text", "text_file", "html",
           "html_file", "headers", "batch_size", "return_path"}
 
@@ -134,9 +132,7 @@ def campaign_from_data(
         raise InputError(f"{p}: unknown field(s) {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(sorted(_KNOWN))}")
     cid = campaign_id or data.get("id") or new_campaign_id()
-    if not isinstance(cid, str) or not _ID.match(cid):
-        raise InputError(f"{p}: field 'id': {cid!r} must be 1-64 letters, digits, '.', '_' "
-                         "or '-', starting with a letter or digit")
+    check_id(cid, what=f"{p}: field 'id'")
     provider = _str_field(p, data, "provider", required=True)
     assert provider is not None
     if provider not in providers:

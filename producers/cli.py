@@ -1,54 +1,45 @@
-"""The ``bulkmail`` command: send campaigns, watch them, run workers, check providers."""
+"""The ``bulkmail`` command: send campaigns, watch them, run workers, check providers.
+
+Settings are built once per run (:class:`~producers.cli_base.CliContext`) and passed
+down; every command runs inside the one error guard and prints untrusted text through
+:func:`~producers.cli_base.untrusted`.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from config.schema import State
+from config.errors import CampaignNotFoundError, InputError
+from config.schema import State, check_id
+from producers.cli_base import console, context, format_time, guard, json_line, untrusted
 from producers.cli_failures import register as register_failure_commands
 from producers.cli_service import register as register_service_commands
 from producers.progress import print_status
-from workers.errors import BulkmailError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+# Plain (click) help: no Rich panels, so flags read as flags (``--json``, ``--wait /
+# --no-wait``) rather than ``<bool>``, and docstrings are shown as written.
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 100},
                   help="bulkmail: a horizontally scalable bulk-email sending queue.")
-providers_app = typer.Typer(no_args_is_help=True, help="Inspect configured providers.")
+providers_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            help="Inspect configured providers.")
 app.add_typer(providers_app, name="providers")
 register_failure_commands(app)
 register_service_commands(app)
-
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _run(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except BulkmailError as exc:
-        raise _fail(str(exc)) from None
 
 
 # -- send ------------------------------------------------------------------------------
 @app.command()
 def send(
+    ctx: typer.Context,
     campaign: Annotated[Path, typer.Argument(help="campaign file (TOML)")],
     recipients: Annotated[Path, typer.Option("--recipients", "-r",
                                              help="recipient list (.csv or .jsonl)")],
@@ -61,46 +52,46 @@ def send(
 
     def go() -> None:
         from producers.campaign import load_campaign
-        from producers.connect import connect_redis
         from producers.enqueue import enqueue_campaign
         from producers.progress import wait_for_campaign
-        from workers.app import app as celery_app
-        from workers.app import settings
         from workers.ledger import Ledger
 
+        run = context(ctx)
+        settings = run.settings
         providers = settings.load_providers()
         spec, _ = load_campaign(campaign, providers, default_batch_size=settings.batch_size,
                                 campaign_id=campaign_id)
-        client = connect_redis(settings)
-        result = enqueue_campaign(settings, celery_app, client, spec, recipients)
+        client = run.redis
+        result = enqueue_campaign(settings, run.celery, client, spec, recipients)
         if as_json and not wait:
-            print(json.dumps({"id": spec.id, "created": result.created,
-                              "resumed": result.resumed, "rows": result.rows,
-                              "queued": result.queued, "invalid": result.invalid,
-                              "batches": result.batches}))
+            print(json_line({"id": spec.id, "created": result.created,
+                             "resumed": result.resumed, "rows": result.rows,
+                             "queued": result.queued, "invalid": result.invalid,
+                             "batches": result.batches}))
         elif not as_json:
+            name = Text.assemble("campaign ", (untrusted(spec.id, markup=False), "bold"))
             if not result.created and not result.resumed:
-                console.print(f"campaign [bold]{spec.id}[/] already exists: nothing enqueued "
-                              "again")
+                console.print(name, " already exists: nothing enqueued again", sep="")
             else:
                 rate = result.rows / result.seconds if result.seconds else 0
                 console.print(
-                    f"campaign [bold]{spec.id}[/]: {result.queued} queued, {result.invalid} "
-                    f"invalid of {result.rows} rows in {result.batches} batches "
-                    f"({rate:,.0f} rows/s)" + (" (resumed)" if result.resumed else ""))
+                    name, f": {result.queued} queued, {result.invalid} invalid of "
+                    f"{result.rows} rows in {result.batches} batches ({rate:,.0f} rows/s)"
+                    + (" (resumed)" if result.resumed else ""), sep="")
         if wait:
             wait_for_campaign(Ledger(client, settings.keys), spec.id, console=console,
                               as_json=as_json)
         elif not as_json:
-            print(spec.id)
+            print(untrusted(spec.id, markup=False))
 
-    _run(go)
+    guard(go)
 
 
 @app.command()
 def status(
+    ctx: typer.Context,
     campaign_id: Annotated[str | None, typer.Argument(help="campaign id; omit for a list")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     list_state: Annotated[str | None, typer.Option(
         "--list", help="list the recipients in this state (sent, failed, invalid, ...) "
         "or 'all'")] = None,
@@ -108,68 +99,64 @@ def status(
     """How a campaign stands: every row read is in exactly one state."""
 
     def go() -> None:
-        from producers.connect import connect_redis
-        from workers.app import settings
         from workers.ledger import Ledger
 
-        client = connect_redis(settings)
+        run = context(ctx)
+        settings, client = run.settings, run.redis
         ledger = Ledger(client, settings.keys)
         if campaign_id is None:
             rows = [s.as_dict() for c in ledger.campaign_ids() if (s := ledger.status(c))]
             if as_json:
-                print(json.dumps(rows))
+                print(json_line(rows))
                 return
             table = Table("campaign", "provider", "rows", "sent", "failed", "invalid",
                           "pending", "done")
             for d in rows:
-                table.add_row(d["id"], d["provider"], str(d["total"]), str(d["sent"]),
-                              str(d["failed"]), str(d["invalid"]),
+                table.add_row(untrusted(d["id"]), untrusted(d["provider"]), str(d["total"]),
+                              str(d["sent"]), str(d["failed"]), str(d["invalid"]),
                               str(d["queued"] + d["deferred"]), "yes" if d["done"] else "no")
             console.print(table)
             return
-        st = ledger.status(campaign_id)
+        st = ledger.status(check_id(campaign_id))
         if st is None:
-            raise _fail(f"no campaign {campaign_id!r} in {settings.keys.prefix!r}")
+            raise CampaignNotFoundError(campaign_id, repr(settings.keys.prefix))
         if list_state:
-            wanted = None if list_state == "all" else {State.from_label(s.strip())
-                                                       for s in list_state.split(",")}
+            wanted = None if list_state == "all" else _states(list_state)
             for e in ledger.entries(campaign_id, wanted):
                 if as_json:
-                    print(json.dumps(e.as_dict(), ensure_ascii=False))
+                    print(json_line(e.as_dict()))
                 else:
                     reason = e.detail.get("r") or e.detail.get("reason") or ""
                     extra = ""
                     if "a" in e.detail:
-                        extra += f"\tattempts={e.detail['a']}"
+                        extra += f"\tattempts={untrusted(e.detail['a'], markup=False)}"
                     if e.state == State.DEFERRED and "n" in e.detail:
-                        when = time.strftime("%H:%M:%S", time.localtime(float(e.detail["n"])))
-                        extra += f"\tnext={when}"
-                    print(f"{e.row}\t{e.email}\t{e.state.label}\t{reason}{extra}")
+                        extra += f"\tnext={untrusted(format_time(e.detail['n']), markup=False)}"
+                    print(f"{e.row}\t{untrusted(e.email, markup=False)}\t{e.state.label}\t"
+                          f"{untrusted(reason, markup=False)}{extra}")
             return
         from producers.control import campaign_document
 
         d = campaign_document(client, settings.keys, campaign_id) or st.as_dict()
         if as_json:
-            print(json.dumps(d))
+            print(json_line(d))
         else:
             print_status(d, console)
             if d.get("paused"):
-                console.print(f"[yellow]paused by {escape(str(d['paused_by']))} at "
-                              f"{_clock(str(d['paused_at']))}[/]", highlight=False)
+                console.print(f"[yellow]paused by {untrusted(str(d['paused_by']))} at "
+                              f"{format_time(d['paused_at'])}[/]", highlight=False)
             for line in _provider_lines(st.provider, d["providers"]):
-                console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
+                console.print(untrusted(line), style="yellow", highlight=False, soft_wrap=True)
 
+    guard(go)
+
+
+def _states(text: str) -> set[State]:
+    """``"sent,failed"`` -> the states; an unknown name is an :class:`InputError`."""
     try:
-        _run(go)
+        return {State.from_label(s.strip()) for s in text.split(",")}
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _clock(ts: str) -> str:
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
-    except ValueError:
-        return ts
+        raise InputError(f"--list: {exc}") from None
 
 
 def _provider_lines(provider: str, state: dict[str, str]) -> list[str]:
@@ -177,39 +164,39 @@ def _provider_lines(provider: str, state: dict[str, str]) -> list[str]:
     lines = []
     if "auth_error" in state:
         lines.append(f"provider {provider}: credentials rejected at "
-                     f"{_clock(state.get('auth_error_at', ''))}: {state['auth_error']} "
+                     f"{format_time(state.get('auth_error_at', ''))}: {state['auth_error']} "
                      "(its batches wait and retry every minute)")
     if "reason" in state:
         scope = state.get("domain") or "the whole provider"
-        lines.append(f"provider {provider}: last throttled at {_clock(state.get('at', ''))} "
+        lines.append(f"provider {provider}: last throttled at {format_time(state.get('at', ''))} "
                      f"for {scope}: {state['reason']} ({state.get('throttles', '?')} "
                      f"throttling replies, {state.get('decreases', '?')} slow-downs so far)")
     return lines
 
 
 @app.command()
-def cancel(campaign_id: Annotated[str, typer.Argument(help="campaign id")]) -> None:
-    """Stop a campaign: every recipient not yet sent ends ``cancelled``."""
+def cancel(ctx: typer.Context,
+           campaign_id: Annotated[str, typer.Argument(help="campaign id")]) -> None:
+    """Stop a campaign: every recipient not yet sent ends cancelled."""
 
     def go() -> None:
-        from producers.connect import connect_redis
-        from workers.app import settings
         from workers.ledger import Ledger
 
-        client = connect_redis(settings)
-        ledger = Ledger(client, settings.keys)
-        if ledger.status(campaign_id) is None:
-            raise _fail(f"no campaign {campaign_id!r}")
+        run = context(ctx)
+        ledger = Ledger(run.redis, run.settings.keys)
+        if ledger.status(check_id(campaign_id)) is None:
+            raise CampaignNotFoundError(campaign_id)
         n = ledger.cancel(campaign_id)
-        console.print(f"{campaign_id}: {n} recipients cancelled (sent ones stay sent; a batch "
-                      "being sent stops at its next chunk)")
+        console.print(f"{untrusted(campaign_id)}: {n} recipients cancelled (sent ones stay "
+                      "sent; a batch being sent stops at its next chunk)")
 
-    _run(go)
+    guard(go)
 
 
 # -- worker ----------------------------------------------------------------------------
 @app.command()
 def worker(
+    ctx: typer.Context,
     provider: Annotated[list[str], typer.Option("--provider", "-p",
                                                 help="provider(s) to send for")],
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1,
@@ -222,38 +209,38 @@ def worker(
 
     def go() -> None:
         from config.schema import queue_name
-        from producers.connect import connect_redis
-        from workers.app import app as celery_app
-        from workers.app import settings
 
+        run = context(ctx)
+        settings = run.settings
         providers = settings.load_providers()
         unknown = [p for p in provider if p not in providers]
         if unknown:
-            raise _fail(f"unknown provider(s) {', '.join(unknown)} in {settings.providers} "
-                        f"(configured: {', '.join(sorted(providers)) or 'none'})")
-        connect_redis(settings)
+            raise InputError(f"unknown provider(s) {', '.join(unknown)} in "
+                             f"{settings.providers} (configured: "
+                             f"{', '.join(sorted(providers)) or 'none'})")
+        _ = run.redis  # fail early, naming the URL, when Redis does not answer
         queues = ",".join(queue_name(p) for p in provider)
-        celery_app.worker_main([
+        run.celery.worker_main([
             "worker", "-Q", queues, "-c", str(concurrency), "--loglevel", loglevel, "-E",
             "-n", name or f"bulkmail-{'-'.join(provider)}@%h", "--without-mingle",
             "--without-gossip",
         ])
 
-    _run(go)
+    guard(go)
 
 
 # -- providers check -------------------------------------------------------------------
 @providers_app.command("check")
 def providers_check(
+    ctx: typer.Context,
     only: Annotated[list[str] | None, typer.Argument(help="provider names (default all)")] = None,
 ) -> None:
     """Connect to each provider: EHLO, STARTTLS and AUTH for SMTP; key and endpoint for APIs."""
 
     def go() -> None:
-        from workers.app import settings
         from workers.health import check_provider
 
-        providers = settings.load_providers()
+        providers = context(ctx).settings.load_providers()
         failed = 0
         for name, cfg in providers.items():
             if only and name not in only:
@@ -261,11 +248,12 @@ def providers_check(
             ok, text = check_provider(name, cfg)
             failed += not ok
             mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
-            console.print(f"{mark} {name} ({cfg.kind}): {text}", highlight=False)
+            console.print(f"{mark} {untrusted(name)} ({cfg.kind}): {untrusted(text)}",
+                          highlight=False)
         if failed:
             raise typer.Exit(1)
 
-    _run(go)
+    guard(go)
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -282,7 +270,7 @@ def demo(
 
         run_demo(recipients=recipients, workers=workers, keep=keep, console=console)
 
-    _run(go)
+    guard(go)
 
 
 def main() -> None:

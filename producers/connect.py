@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
+from config.errors import RedisUnavailableError
 from config.settings import Settings, redact_url
-from workers.errors import RedisUnavailableError
 
 __all__ = ["connect_redis"]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
+from config.errors import InputError
 from config.schema import Keys
-from workers.errors import InputError
 from workers.ledger import Ledger
 from workers.pause import pause_campaign, pause_state, resume_campaign
 

@@ -24,7 +24,9 @@ from urllib.parse import urlsplit
 import redis
 from rich.console import Console
 
+from config.settings import redact_url
 from producers.capture import CaptureServer, free_port
+from producers.cli_base import untrusted
 
 __all__ = [
     "embedded_redis", "free_port", "private_redis", "redis_answers", "redis_server_binary",
@@ -153,7 +155,10 @@ def run_demo(*, recipients: int, workers: int, keep: bool, console: Console) -> 
     mail_dir = Path("demo-output").resolve()
     shutil.rmtree(mail_dir, ignore_errors=True)
     with embedded_redis(console) as url, CaptureServer(mail_dir) as smtp:
-        console.print(f"Redis: {url}\ncapture SMTP server: 127.0.0.1:{smtp.port} -> {mail_dir}")
+        # the URL may carry a password (BULKMAIL_REDIS_URL); paths may hold "[...]"
+        shown_url = untrusted(redact_url(url))
+        console.print(f"Redis: {shown_url}\ncapture SMTP server: 127.0.0.1:{smtp.port} -> "
+                      f"{untrusted(mail_dir)}")
         providers, campaign, rows = _write_demo_files(workdir, recipients, smtp.port)
         prefix = f"bulkmail-demo-{os.getpid()}"
         env = {**os.environ, "BULKMAIL_REDIS_URL": url, "BULKMAIL_PROVIDERS": str(providers),
@@ -164,16 +169,20 @@ def run_demo(*, recipients: int, workers: int, keep: bool, console: Console) -> 
         worker_log.unlink(missing_ok=True)
         proc = start_workers("demo", concurrency=workers, env=env, log=worker_log)
         try:
+            from config.settings import Settings
             from producers.campaign import load_campaign
             from producers.connect import connect_redis
             from producers.enqueue import enqueue_campaign
             from producers.progress import wait_for_campaign
-            from workers.app import app, settings
+            from workers.app import create_app
             from workers.ledger import Ledger
 
+            # the demo's own settings: the environment it just set up for its workers
+            settings = Settings.from_env()
+            app = create_app(settings)
             spec, _ = load_campaign(campaign, settings.load_providers())
             client = connect_redis(settings)
-            console.print(f"{workers} worker processes started (log: {worker_log}); "
+            console.print(f"{workers} worker processes started (log: {untrusted(worker_log)}); "
                           f"enqueuing {recipients + 2} rows")
             result = enqueue_campaign(settings, app, client, spec, rows)
             console.print(f"enqueued {result.queued} recipients in {result.batches} batches, "
@@ -186,11 +195,11 @@ def run_demo(*, recipients: int, workers: int, keep: bool, console: Console) -> 
                 f"({status.counts['sent'] / max(elapsed, 1e-6):,.0f} msg/s), "
                 f"{status.counts['invalid']} invalid, {status.counts['failed']} failed; "
                 f"the capture server received {smtp.received} messages.")
-            console.print(f"captured mail: {mail_dir}/ (one .eml per message)")
+            console.print(f"captured mail: {untrusted(mail_dir)}/ (one .eml per message)")
             console.print("(the pace here is the capture server's, which writes every message "
                           "to disk; `make bench` measures bulkmail against a fast sink)")
             console.print(f"every row accounted for: bulkmail status {spec.id} --list invalid "
-                          f"(with BULKMAIL_REDIS_URL={url} BULKMAIL_KEY_PREFIX={prefix})")
+                          f"(with BULKMAIL_REDIS_URL={shown_url} BULKMAIL_KEY_PREFIX={prefix})")
         finally:
             stop_workers(proc)
             shutil.rmtree(workdir, ignore_errors=True)

@@ -24,15 +24,14 @@ from typing import Any
 import redis
 from celery import Celery
 
-from config.schema import CampaignSpec, Recipient
+from config.errors import InputError
+from config.schema import CampaignSpec, Recipient, task_id
 from config.settings import Settings
 from producers.campaign import header_variables
 from producers.recipients import InvalidRow, ReaderLimits, check_rows, read_recipients
-from workers.errors import InputError
 from workers.ledger import Ledger
 from workers.publish import publish_batches
 from workers.redis_ops import LuaScript, run_sync, script
-from workers.tasks import task_id
 
 __all__ = ["EnqueueResult", "enqueue_campaign"]
 
@@ -154,7 +153,7 @@ def _dedupe(client: redis.Redis[bytes], key: str, items: Iterable[Recipient | In
     """Split a chunk into the rows to send and the invalid ones (duplicates included).
 
     One script call a chunk (``workers/lua/dedupe.lua``): HSETNX of every address's
-    :func:`~workers.addresses.address_key` with its row; a row whose address was seen at
+    :func:`~config.addresses.address_key` with its row; a row whose address was seen at
     another row is a "duplicate of row N". A resumed run's own earlier entries (same row)
     are not duplicates.
     """

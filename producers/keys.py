@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import redis
 
+from config.errors import InputError
 from config.schema import Keys
-from workers.errors import InputError
 
 __all__ = ["ApiKey", "KeyStore", "NewKey", "digest"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -16,7 +15,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from config.errors import CampaignNotFoundError
 from config.schema import State
+from producers.cli_base import json_line, untrusted
 from workers.ledger import CampaignStatus, Ledger
 
 __all__ = ["print_status", "wait_for_campaign"]
@@ -24,9 +25,9 @@ __all__ = ["print_status", "wait_for_campaign"]
 
 def print_status(d: dict[str, Any], console: Console) -> None:
     """The status table: every state with recipients in it (queued/sent/failed always)."""
-    table = Table(title=f"campaign {d['id']} ({'done' if d['done'] else 'in progress'})",
-                  show_header=False)
-    table.add_row("provider", str(d["provider"]))
+    table = Table(title=f"campaign {untrusted(d['id'])} "
+                        f"({'done' if d['done'] else 'in progress'})", show_header=False)
+    table.add_row("provider", untrusted(d["provider"]))
     table.add_row("rows read", str(d["total"]))
     for state in State:
         n = d[state.label]
@@ -40,12 +41,12 @@ def wait_for_campaign(ledger: Ledger, cid: str, *, console: Console, as_json: bo
     """Block until the campaign is done, showing progress; returns the final status."""
     status = ledger.status(cid)
     if status is None:
-        raise ValueError(f"no campaign {cid!r}")
+        raise CampaignNotFoundError(cid)
     if as_json:
         while not status.done:
             time.sleep(poll)
             status = ledger.status(cid) or status
-        print(json.dumps(status.as_dict()))
+        print(json_line(status.as_dict()))
         return status
     columns = [
         BarColumn(bar_width=24), MofNCompleteColumn(),

@@ -37,9 +37,9 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_MAX_LENGTH
 from email_validator.syntax import validate_email_domain_name
 
+from config.addresses import canonical_address
+from config.errors import InputError
 from config.schema import Recipient
-from workers.addresses import canonical_address
-from workers.errors import InputError
 
 __all__ = [
     "InvalidRow",
@@ -121,7 +121,7 @@ def _domain_verdict(domain: str) -> tuple[str, str]:
 
 
 def check_address(raw: str) -> str:
-    """The address in canonical form (:func:`workers.addresses.canonical_address`: IDNA
+    """The address in canonical form (:func:`config.addresses.canonical_address`: IDNA
     domain, lower-cased), or ``ValueError`` with a reason. No DNS lookups.
 
     The same verdict as ``validate_email(raw, check_deliverability=False,

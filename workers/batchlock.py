@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from workers.errors import RedisUnavailableError
+from config.errors import RedisUnavailableError
 from workers.redis_ops import LuaScript, command, run_async, script
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class BatchLock:
 
         False when it is gone or held by another (the latter makes it :attr:`lost` at
         once). A Redis that does not answer within the time the lock may still be alive
-        raises :class:`~workers.errors.RedisUnavailableError`.
+        raises :class:`~config.errors.RedisUnavailableError`.
         """
         sent_at = self._clock()
         deadline = self.deadline

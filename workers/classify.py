@@ -18,7 +18,7 @@ import re
 from datetime import UTC
 from typing import Literal
 
-from workers.errors import (
+from config.errors import (
     DeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,

@@ -22,12 +22,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.addresses import canonical_domain
+from config.errors import ProviderAuthError, TemplateError, TransientDeliveryError
 from config.providers import ProviderConfig
-from config.schema import State
-from workers.addresses import canonical_domain
+from config.schema import State, retry_member
 from workers.batchlock import BatchLock
 from workers.deadletter import AsyncDeadLetters
-from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
 from workers.ledger import AsyncLedger, Update, detail_json
 from workers.outcomes import Outcomes, decide
 from workers.pause import chunk_gate
@@ -47,7 +47,6 @@ __all__ = [
     "domain_of",
     "park_after_error",
     "park_batch",
-    "retry_member",
     "run_batch",
 ]
 
@@ -57,11 +56,6 @@ log = logging.getLogger("bulkmail.delivery")
 LOCKED_SLACK = 1.0
 #: how long to park a batch whose provider rejected our credentials
 AUTH_RETRY = 60.0
-
-
-def retry_member(cid: str, batch_no: int) -> str:
-    """The retry-queue member naming a batch."""
-    return f"{cid}:{batch_no}"
 
 
 @dataclass(slots=True)

@@ -7,8 +7,8 @@ import time
 
 import aiosmtplib
 
+from config.errors import BulkmailError
 from config.providers import ProviderConfig, SmtpConfig, read_secret
-from workers.errors import BulkmailError
 
 __all__ = ["check_provider"]
 

@@ -23,7 +23,7 @@ Output rules (all proved against the stdlib parser by ``tests/unit/test_mime.py`
   non-ASCII local part needs SMTPUTF8 and is refused); the display name is an atom
   phrase, a quoted string, or encoded words, whichever is exact.
 * CR, LF or NUL in any header-bound value is refused with
-  :class:`~workers.errors.TemplateError`, never encoded: it can never inject a header.
+  :class:`~config.errors.TemplateError`, never encoded: it can never inject a header.
 * A body is a sequence of lines: line ends become CRLF and a missing final line break
   is added. The transfer encoding is chosen by one rule: ``7bit`` when the body is
   ASCII, has no NUL, no line over 998 octets and does not contain the boundary;
@@ -44,7 +44,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
-from workers.errors import TemplateError
+from config.errors import TemplateError
 from workers.providers.base import OutgoingMessage
 
 __all__ = [

@@ -11,11 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.providers import ProviderConfig
-from config.schema import State
-from workers.backoff import compute_backoff, should_give_up
-from workers.deadletter import DeadLetter
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
     PermanentDeliveryError,
@@ -23,6 +19,10 @@ from workers.errors import (
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import ProviderConfig
+from config.schema import State
+from workers.backoff import compute_backoff, should_give_up
+from workers.deadletter import DeadLetter
 from workers.ledger import Update, detail_json
 from workers.providers.base import SendResult
 

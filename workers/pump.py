@@ -15,7 +15,7 @@ import time
 import redis
 from celery import Celery
 
-from config.schema import QUEUE_PREFIX
+from config.schema import QUEUE_PREFIX, parse_retry_member, retry_task_id
 from config.settings import Settings
 from workers.heartbeat import beat, node_name
 from workers.publish import publish_batches
@@ -31,7 +31,11 @@ LIMIT = 200
 
 def pump_once(app: Celery, client: redis.Redis[bytes], settings: Settings, provider: str,
               *, now: float | None = None) -> int:
-    """Publish every due batch of ``provider`` (at most ``LIMIT``); returns how many."""
+    """Publish every due batch of ``provider`` (at most ``LIMIT``); returns how many.
+
+    A member that names no batch (see :func:`~config.schema.parse_retry_member`) is
+    logged and dropped.
+    """
     queue = RetryQueue(client, settings.keys, provider)
     members = queue.pump(now=now, limit=LIMIT)
     if not members:
@@ -39,18 +43,27 @@ def pump_once(app: Celery, client: redis.Redis[bytes], settings: Settings, provi
     stamp = int(time.time() * 1000)
     tasks = []
     for member in members:
-        cid, _, batch = member.rpartition(":")
-        tasks.append((cid, int(batch), f"{cid}:{batch}:r{stamp}"))
+        try:
+            cid, batch_no = parse_retry_member(member)
+        except ValueError as exc:
+            # not written by bulkmail: drop it (acked below) rather than fail the whole
+            # round, which would keep every other due batch of the provider waiting
+            log.error("retry queue of %s: dropped a member that names no batch: %s",
+                      provider, exc)
+            continue
+        tasks.append((cid, batch_no, retry_task_id(cid, batch_no, stamp)))
     publish_batches(app, provider, tasks)
     queue.ack(members)
-    return len(members)
+    return len(tasks)
 
 
-def start_pump_thread(app: Celery, queues: list[str]) -> threading.Thread | None:
+def start_pump_thread(app: Celery, settings: Settings, queues: list[str]
+                      ) -> threading.Thread | None:
+    """Pump the retry queues of the providers behind ``queues`` every ``INTERVAL`` s, in a
+    daemon thread; None when no queue is a provider's."""
     providers = [q[len(QUEUE_PREFIX):] for q in queues if q.startswith(QUEUE_PREFIX)]
     if not providers:
         return None
-    settings = Settings()
 
     def loop() -> None:
         client = redis.Redis.from_url(settings.redis_url)

@@ -5,7 +5,7 @@ Each operation is written once, without I/O, as a generator that yields Redis st
 (:data:`RedisOp`); :func:`run_sync` and :func:`run_async` drive it over a sync or an
 async client, so the CLI (sync) and the worker's event loop (async) share one
 implementation, and both translate a Redis that does not answer into
-:class:`~workers.errors.RedisUnavailableError`.
+:class:`~config.errors.RedisUnavailableError`.
 
 Every Lua script is a ``.lua`` file under ``workers/lua/`` loaded by
 :meth:`LuaScript.load` (optionally prefixed by shared ``include`` files, as the
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import redis
 import redis.asyncio
 
-from workers.errors import RedisUnavailableError
+from config.errors import RedisUnavailableError
 
 if TYPE_CHECKING:
     SyncRedis: TypeAlias = redis.Redis[Any]

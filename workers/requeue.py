@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import redis
 from celery import Celery
 
+from config.errors import CampaignNotFoundError
+from config.schema import check_id, requeue_task_id
 from config.settings import Settings
 from workers.deadletter import DeadLetter, DeadLetters
 from workers.ledger import Ledger
@@ -23,7 +25,8 @@ __all__ = ["requeue_dead_letters", "retry_failed"]
 
 def _publish(app: Celery, provider: str, cid: str, batches: Iterable[int]) -> int:
     stamp = int(time.time() * 1000)
-    return publish_batches(app, provider, [(cid, b, f"{cid}:{b}:q{stamp}") for b in batches])
+    return publish_batches(app, provider, [(cid, b, requeue_task_id(cid, b, stamp))
+                                           for b in batches])
 
 
 def retry_failed(settings: Settings, app: Celery, client: redis.Redis[bytes], cid: str
@@ -31,11 +34,12 @@ def retry_failed(settings: Settings, app: Celery, client: redis.Redis[bytes], ci
     """Send campaign ``cid`` again to its failed recipients only.
 
     Returns ``(recipients requeued, batches published)``; their dead letters are cleared.
+    Raises :class:`CampaignNotFoundError` for an unknown id.
     """
     ledger = Ledger(client, settings.keys)
-    spec = ledger.spec(cid)
+    spec = ledger.spec(check_id(cid))
     if spec is None:
-        raise LookupError(f"no campaign {cid!r}")
+        raise CampaignNotFoundError(cid)
     before = ledger.status(cid)
     batches = ledger.requeue_failed(cid)
     after = ledger.status(cid)
@@ -65,6 +69,8 @@ def requeue_dead_letters(settings: Settings, app: Celery, client: redis.Redis[by
 
     Returns ``(recipients requeued, batches published)``.
     """
+    if campaign_id is not None:
+        check_id(campaign_id)
     dlq = DeadLetters(client, settings.keys)
     letters = [d for d in _all_letters(dlq, campaign_id)
                if reason is None or reason.lower() in d.reply.lower()]

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
+from config.addresses import address_key
+from config.errors import InputError
 from config.schema import Keys
-from workers.addresses import address_key
-from workers.errors import InputError
 from workers.redis_ops import Command, RedisOp, as_text, hscan_page, run_async, run_sync
 
 if TYPE_CHECKING:  # used as base-class arguments, which ruff does not see
@@ -57,7 +57,7 @@ _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
 
 def normalize_address(address: str) -> str:
     """The form addresses are stored and compared in: stripped, IDNA domain, lower-cased
-    (:func:`workers.addresses.address_key`), so a Unicode and a Punycode spelling of one
+    (:func:`config.addresses.address_key`), so a Unicode and a Punycode spelling of one
     domain are one entry."""
     norm = address_key(address)
     if not norm:
@@ -390,7 +390,7 @@ class SuppressionList(_List["SyncRedis"]):
         skipped; lines without a usable address are reported in ``bad`` with their line
         numbers. Addresses already suppressed keep their entry. ``source`` defaults to
         ``file:<name>``. A file that cannot be read, or a CSV without an email column,
-        raises :class:`~workers.errors.InputError`.
+        raises :class:`~config.errors.InputError`.
         """
         return run_sync(self._client, self._ops.import_file(Path(path), reason, source))
 

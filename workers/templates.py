@@ -44,9 +44,9 @@ from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from config.errors import InputError, TemplateError
 from config.providers import ProviderConfig, sender_allowed
 from config.schema import CampaignSpec, Recipient
-from workers.errors import InputError, TemplateError
 from workers.mime import (
     MimeSkeleton,
     ascii_address,

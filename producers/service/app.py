@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from config.errors import InputError, RedisUnavailableError
 from config.schema import CampaignSpec, State
 from config.settings import Settings, redact_url
 from config.units import Rate, parse_rate
@@ -54,7 +55,6 @@ from producers.service.limits import BodyLimit, parse_size
 from producers.service.pages import recipients_page
 from producers.service.problems import Problem, problem_response, register_handlers
 from workers.deadletter import DeadLetters
-from workers.errors import InputError, RedisUnavailableError
 from workers.heartbeat import seen
 from workers.ledger import Ledger
 from workers.ratelimit import RateLimiter

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from config.errors import InputError
 from config.providers import ProviderConfig
 from config.schema import CampaignSpec
 from producers.campaign import campaign_from_data
 from producers.service.problems import Problem, field_of
-from workers.errors import InputError
 
 __all__ = [
     "RECIPIENT_SUFFIXES",

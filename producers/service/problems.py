@@ -62,7 +62,7 @@ _FIELD = re.compile(r"field '([^']+)'")
 
 
 def field_of(message: str) -> str | None:
-    """The field an :class:`~workers.errors.InputError` message names (``field 'x'``), if
+    """The field an :class:`~config.errors.InputError` message names (``field 'x'``), if
     any: the same messages as ``bulkmail send``, with the field pulled out for clients."""
     m = _FIELD.search(message)
     return m.group(1) if m else None

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import InputError, TemplateError
 from config.settings import Settings
 from producers.api import Bulkmail
 from producers.capture import CaptureServer
 from tests.integration.conftest import wait_until
-from workers.errors import InputError, TemplateError
 
 pytestmark = pytest.mark.integration
 

@@ -62,10 +62,15 @@ BROKER_DB = 11
 VISIBILITY = 6
 _REPLACEMENT = f"""
 import sys
-from workers.app import app
-app.conf.broker_transport_options = {{
-    **app.conf.broker_transport_options, "visibility_timeout": {VISIBILITY},
-    "unacked_restore_interval": 1, "unacked_restore_throttle": 1}}
+from celery.signals import celeryd_init
+
+@celeryd_init.connect
+def _fast_sweep(conf, **_):
+    # the app is built by the CLI (create_app); change its options before it connects
+    conf.broker_transport_options = {{
+        **conf.broker_transport_options, "visibility_timeout": {VISIBILITY},
+        "unacked_restore_interval": 1, "unacked_restore_throttle": 1}}
+
 from producers.cli import main
 sys.argv = ["bulkmail", "worker", *sys.argv[1:]]
 main()

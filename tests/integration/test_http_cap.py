@@ -7,10 +7,10 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from config.errors import ProviderBusyError
 from config.providers import HttpConfig
 from config.schema import Keys
 from tests.fakes import FakeHttpApi, make_messages
-from workers.errors import ProviderBusyError
 from workers.providers.generic_http import create
 from workers.ratelimit import ConnectionLeases
 from workers.ratelimit.gate import LeaseGate

@@ -14,9 +14,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from config.errors import RedisUnavailableError
 from config.schema import Keys
 from producers.demo import free_port
-from workers.errors import RedisUnavailableError
 from workers.redis_ops import LuaScript, RedisOp, ScriptCall, run_async, run_sync
 from workers.retry import DEFAULT_LEASE, AsyncRetryQueue, RetryEntry, RetryOps, RetryQueue
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from config.errors import PermanentDeliveryError
 from config.providers import SesConfig
 from tests.fakes import make_messages, send_batch
-from workers.errors import PermanentDeliveryError
 from workers.providers.ses import create
 
 pytestmark = pytest.mark.integration

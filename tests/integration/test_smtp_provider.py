@@ -12,16 +12,16 @@ import redis.asyncio as aioredis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from config.providers import SmtpConfig
-from config.schema import Keys
-from tests.smtp_script import ScriptedSMTP
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import SmtpConfig
+from config.schema import Keys
+from tests.smtp_script import ScriptedSMTP
 from workers.providers.base import OutgoingMessage
 from workers.providers.smtp import SmtpProvider
 from workers.ratelimit import ConnectionLeases

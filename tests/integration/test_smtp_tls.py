@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from config.errors import ProviderAuthError
 from config.providers import SmtpConfig
 from producers.capture import advertise_pipelining, free_port
-from workers.errors import ProviderAuthError
 from workers.providers.base import OutgoingMessage
 from workers.providers.smtp import SmtpProvider
 

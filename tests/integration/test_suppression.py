@@ -11,8 +11,8 @@ import pytest
 import redis
 import redis.asyncio
 
+from config.errors import InputError
 from config.schema import Keys
-from workers.errors import InputError
 from workers.suppression import (
     AsyncSuppressionList,
     BadLine,

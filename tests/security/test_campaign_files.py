@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import InputError
 from config.providers import SmtpConfig
 from producers.campaign import load_campaign
-from workers.errors import InputError
 
 PROVIDERS = {"relay": SmtpConfig(kind="smtp", host="h")}
 BASE = 'provider = "relay"\nfrom = "Shop <a@shop.test>"\nsubject = "Hi"\n'

@@ -16,12 +16,12 @@ from celery import Celery
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config.addresses import address_key, canonical_address, canonical_domain
 from config.providers import SmtpConfig
 from config.schema import CampaignSpec, Keys, State, queue_name
 from config.settings import Settings
 from producers.enqueue import enqueue_campaign
 from producers.recipients import Recipient, check_address
-from workers.addresses import address_key, canonical_address, canonical_domain
 from workers.delivery import domain_of
 from workers.ledger import Ledger
 from workers.suppression import SuppressionList

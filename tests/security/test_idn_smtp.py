@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from config.errors import PermanentDeliveryError
 from config.providers import SmtpConfig
 from config.schema import CampaignSpec, Recipient
 from tests.security.smtp_recorder import SmtpRecorder
-from workers.errors import PermanentDeliveryError
 from workers.providers import create_provider
 from workers.providers.base import OutgoingMessage, SendResult
 from workers.templates import CompiledCampaign

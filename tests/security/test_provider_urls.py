@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import ConfigError
 from config.providers import load_providers
-from workers.errors import ConfigError
 
 
 def _load(tmp_path: Path, table: str) -> None:

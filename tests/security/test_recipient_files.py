@@ -27,11 +27,11 @@ from celery import Celery
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from config.errors import InputError
 from config.schema import CampaignSpec, Recipient, State, queue_name
 from config.settings import Settings
 from producers.enqueue import enqueue_campaign
 from producers.recipients import InvalidRow, ReaderLimits, read_recipients
-from workers.errors import InputError
 from workers.ledger import Ledger
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.errors import InputError, TemplateError
 from config.providers import HttpConfig, SendgridConfig, SmtpConfig, load_providers
 from config.schema import CampaignSpec, Recipient
 from config.settings import Settings
@@ -22,7 +23,6 @@ from producers.api import Bulkmail
 from producers.campaign import load_campaign
 from tests.fakes import FakeHttpApi, FakeSendgrid, send_batch
 from tests.security.smtp_recorder import SmtpRecorder
-from workers.errors import InputError, TemplateError
 from workers.mime import parse_address
 from workers.providers import create_provider
 from workers.providers.base import OutgoingMessage, SendResult
@@ -182,7 +182,7 @@ def test_allowed_senders_refuse_before_anything_is_enqueued(
 
 
 def test_allowed_senders_must_be_patterns(tmp_path: Path) -> None:
-    from workers.errors import ConfigError
+    from config.errors import ConfigError
 
     for bad in ['"*@shop.example"', '["shop.example"]']:
         with pytest.raises(ConfigError, match="provider 'relay': field 'allowed_senders'"):

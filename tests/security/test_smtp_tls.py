@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from config.errors import ConfigError
 from config.providers import SmtpConfig, is_loopback_host, load_providers
 from producers.capture import free_port
-from workers.errors import ConfigError
 from workers.health import check_provider
 from workers.providers.smtp import tls_state
 

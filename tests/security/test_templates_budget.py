@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import redis
 
+from config.errors import TemplateError
 from config.schema import CampaignSpec, Recipient
 from producers.capture import CaptureServer
 from tests.integration.conftest import run_cli, wait_until, worker_processes
-from workers.errors import TemplateError
 from workers.templates import CompiledCampaign, RenderBudget
 
 

@@ -18,9 +18,9 @@ from email_validator.rfc_constants import ATEXT_RE, CASE_INSENSITIVE_MAILBOX_NAM
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from config.addresses import canonical_address
 from producers import recipients
 from producers.recipients import _ATEXT, _domain_verdict, check_address
-from workers.addresses import canonical_address
 
 Outcome = tuple[str, str]
 

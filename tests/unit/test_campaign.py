@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import InputError, TemplateError
 from config.providers import SmtpConfig
 from producers.campaign import header_variables, load_campaign
-from workers.errors import InputError, TemplateError
 
 PROVIDERS = {"relay": SmtpConfig(kind="smtp", host="h")}
 

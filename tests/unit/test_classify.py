@@ -8,14 +8,14 @@ from email.utils import format_datetime
 
 import pytest
 
-from workers.classify import classify_http, classify_smtp, parse_enhanced, parse_retry_after
-from workers.errors import (
+from config.errors import (
     DeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from workers.classify import classify_http, classify_smtp, parse_enhanced, parse_retry_after
 
 GMAIL_RATE = (
     "4.7.28 [203.0.113.5      15] Our system has detected an unusual rate of\n"

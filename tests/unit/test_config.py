@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import ConfigError
 from config.providers import SmtpConfig, load_providers, read_secret
 from config.units import Rate, parse_duration, parse_rate
-from workers.errors import ConfigError
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workers.errors import TemplateError
+from config.errors import TemplateError
 from workers.mime import (
     MimeSkeleton,
     ascii_address,

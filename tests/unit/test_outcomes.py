@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import random
 
-from config.providers import SmtpConfig
-from config.schema import State
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import SmtpConfig
+from config.schema import State
 from workers.outcomes import decide
 from workers.providers.base import SendResult
 
@@ -95,7 +95,7 @@ def test_sent_after_retries_keeps_its_attempt_count() -> None:
 
 
 def test_no_capacity_parks_without_spending_an_attempt() -> None:
-    from workers.errors import ProviderBusyError
+    from config.errors import ProviderBusyError
 
     out = _decide([SendResult(1, error=ProviderBusyError("connection cap reached"))],
                   details={0: {"a": 1}}, max_wait="2s")

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from config.providers import HttpConfig
-from tests.fakes import FakeHttpApi, make_messages, send_batch
-from tests.fakes.providers import env_fixture, provider_factory, send_each_own
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import HttpConfig
+from tests.fakes import FakeHttpApi, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.providers.generic_http import GenericHttpProvider, create
 
 _key = env_fixture(HTTP_KEY="http-key")

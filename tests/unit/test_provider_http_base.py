@@ -11,15 +11,15 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from config.providers import HttpConfig, ProviderConfig, SendgridConfig
-from tests.fakes import FakeHttpApi, make_messages, send_batch
-from tests.fakes.providers import env_fixture
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     ConfigError,
     ProviderAuthError,
     TransientDeliveryError,
 )
+from config.providers import HttpConfig, ProviderConfig, SendgridConfig
+from tests.fakes import FakeHttpApi, make_messages, send_batch
+from tests.fakes.providers import env_fixture
 from workers.providers import Provider, create_provider
 from workers.providers.generic_http import GenericHttpProvider, create
 from workers.providers.http_base import HttpProvider, pack

@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from config.providers import MailgunConfig
-from tests.fakes import FakeMailgun, assert_each_got_own, make_messages, send_batch
-from tests.fakes.mailgun import form_fields
-from tests.fakes.providers import env_fixture, provider_factory, send_each_own
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import MailgunConfig
+from tests.fakes import FakeMailgun, assert_each_got_own, make_messages, send_batch
+from tests.fakes.mailgun import form_fields
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.providers.mailgun import create
 
 _key = env_fixture(MG_KEY="key-test")

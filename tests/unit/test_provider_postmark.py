@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from config.providers import PostmarkConfig
-from tests.fakes import FakePostmark, assert_each_got_own, make_messages, send_batch
-from tests.fakes.providers import env_fixture, provider_factory, send_each_own
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import PostmarkConfig
+from tests.fakes import FakePostmark, assert_each_got_own, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.providers import create_provider
 from workers.providers.postmark import PostmarkProvider, create
 

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from config.providers import ResendConfig
-from tests.fakes import FakeResend, make_messages, send_batch
-from tests.fakes.providers import env_fixture, provider_factory, send_each_own
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import ResendConfig
+from tests.fakes import FakeResend, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.providers.resend import create, idempotency_key
 
 _key = env_fixture(RESEND_KEY="re_test_key")

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from config.providers import SendgridConfig
-from tests.fakes import FakeSendgrid, assert_each_got_own, make_messages, send_batch
-from tests.fakes.providers import env_fixture, provider_factory, send_each_own
-from workers.errors import (
+from config.errors import (
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import SendgridConfig
+from tests.fakes import FakeSendgrid, assert_each_got_own, make_messages, send_batch
+from tests.fakes.providers import env_fixture, provider_factory, send_each_own
 from workers.providers.sendgrid import HTML_TAG, TEXT_TAG, create
 
 _key = env_fixture(SG_KEY="SG.test-key")

@@ -9,12 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from config.providers import SesConfig
-from config.schema import CampaignSpec, Recipient
-from tests.fakes import FakeSes, make_messages, send_batch
-from tests.fakes.providers import provider_factory, send_each_own
-from tests.fakes.ses import BULK_ERRORS
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     ConfigError,
     PermanentDeliveryError,
@@ -22,6 +17,11 @@ from workers.errors import (
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import SesConfig
+from config.schema import CampaignSpec, Recipient
+from tests.fakes import FakeSes, make_messages, send_batch
+from tests.fakes.providers import provider_factory, send_each_own
+from tests.fakes.ses import BULK_ERRORS
 from workers.providers.base import OutgoingMessage
 from workers.providers.ses import SesProvider, bulk_outcome, create, ses_address, tag_value
 from workers.templates import CompiledCampaign

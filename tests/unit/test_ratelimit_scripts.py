@@ -261,7 +261,7 @@ def test_redis_not_answering_is_our_error(keys: Keys) -> None:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    from workers.errors import RedisUnavailableError
+    from config.errors import RedisUnavailableError
 
     async def body() -> None:
         # nothing listens on port 1; no retries, so the test is quick

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import InputError
 from config.schema import Recipient
 from producers.recipients import InvalidRow, check_address, read_recipients
-from workers.errors import InputError
 
 
 def _csv(tmp_path: Path, text: str) -> Path:

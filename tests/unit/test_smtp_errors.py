@@ -8,8 +8,7 @@ from typing import Literal
 import aiosmtplib
 import pytest
 
-from workers.classify import SmtpStage
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
     PermanentDeliveryError,
@@ -17,6 +16,7 @@ from workers.errors import (
     ThrottledError,
     TransientDeliveryError,
 )
+from workers.classify import SmtpStage
 from workers.providers.smtp import smtp_error
 from workers.providers.smtp_pipeline import WireLost
 

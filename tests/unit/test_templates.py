@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
+from config.errors import TemplateError
 from config.schema import CampaignSpec, Recipient
-from workers.errors import TemplateError
 from workers.templates import CompiledCampaign, message_id
 
 BOB = Recipient(row=3, email="bob@example.com", vars={"name": "Bob", "city": "Köln"})

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from workers.errors import DeliveryError
+from config.errors import DeliveryError
 
 __all__ = ["ConnectionGate", "Lease", "NoGate", "OutgoingMessage", "Provider", "SendResult"]
 
@@ -91,9 +91,9 @@ class Provider(Protocol):
         """Send ``messages``; return exactly one :class:`SendResult` per message.
 
         Per-message failures are returned as data. Raise only for the provider as a
-        whole: :class:`~workers.errors.ProviderAuthError` (credentials rejected; put the
+        whole: :class:`~config.errors.ProviderAuthError` (credentials rejected; put the
         results of messages already accepted in its ``results``), or a
-        :class:`~workers.errors.TransientDeliveryError` when nothing could be tried.
+        :class:`~config.errors.TransientDeliveryError` when nothing could be tried.
         """
         ...
 

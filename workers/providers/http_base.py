@@ -33,9 +33,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypedDict, TypeVar, Unpack
 
 import httpx
 
-from config.providers import _HttpBase, read_secret
-from workers.classify import classify_http, parse_retry_after
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     ConfigError,
     DeliveryError,
@@ -44,6 +42,8 @@ from workers.errors import (
     ProviderBusyError,
     TransientDeliveryError,
 )
+from config.providers import _HttpBase, read_secret
+from workers.classify import classify_http, parse_retry_after
 from workers.mime import format_address, parse_address
 from workers.providers.base import ConnectionGate, NoGate, OutgoingMessage, SendResult
 

@@ -37,8 +37,8 @@ from urllib.parse import quote
 
 import httpx
 
+from config.errors import TransientDeliveryError
 from config.providers import MailgunConfig
-from workers.errors import TransientDeliveryError
 from workers.providers.base import OutgoingMessage
 from workers.providers.http_base import (
     CORRELATION_HEADER,

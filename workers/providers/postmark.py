@@ -23,14 +23,14 @@ from typing import Any, Unpack
 
 import httpx
 
-from config.providers import PostmarkConfig
-from workers.errors import (
+from config.errors import (
     DeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import PostmarkConfig
 from workers.providers.base import OutgoingMessage
 from workers.providers.http_base import (
     ApiCall,

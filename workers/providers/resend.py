@@ -29,8 +29,8 @@ from typing import Any, Unpack
 
 import httpx
 
+from config.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from config.providers import ResendConfig
-from workers.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from workers.providers.base import OutgoingMessage
 from workers.providers.http_base import (
     ApiCall,

@@ -33,8 +33,8 @@ from typing import Any, Unpack
 
 import httpx
 
+from config.errors import DeliveryError, PermanentDeliveryError
 from config.providers import SendgridConfig
-from workers.errors import DeliveryError, PermanentDeliveryError
 from workers.providers.base import OutgoingMessage
 from workers.providers.http_base import (
     ApiCall,

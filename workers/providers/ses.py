@@ -71,14 +71,14 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from config.providers import SesConfig, read_secret
-from workers.errors import (
+from config.errors import (
     DeliveryError,
     PermanentDeliveryError,
     ProviderAuthError,
     ThrottledError,
     TransientDeliveryError,
 )
+from config.providers import SesConfig, read_secret
 from workers.providers.base import OutgoingMessage
 from workers.providers.http_base import (
     ApiCall,

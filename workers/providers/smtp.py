@@ -32,9 +32,7 @@ from typing import Any, Literal
 
 import aiosmtplib
 
-from config.providers import SmtpConfig, is_loopback_host, read_secret
-from workers.classify import SmtpStage, classify_smtp
-from workers.errors import (
+from config.errors import (
     AmbiguousDeliveryError,
     DeliveryError,
     PermanentDeliveryError,
@@ -43,6 +41,8 @@ from workers.errors import (
     TemplateError,
     TransientDeliveryError,
 )
+from config.providers import SmtpConfig, is_loopback_host, read_secret
+from workers.classify import SmtpStage, classify_smtp
 from workers.mime import ascii_domain
 from workers.providers.base import ConnectionGate, Lease, NoGate, OutgoingMessage, SendResult
 from workers.providers.smtp_pipeline import PipelinedWire, Reply, WireLost, dot_stuff

@@ -2,7 +2,26 @@
 
 Every failure that crosses a module boundary is one of these types. Providers translate
 their own low-level errors (aiosmtplib, httpx, provider JSON) into :class:`DeliveryError`
-subclasses at the boundary; retry logic reads only these types, never reply codes.
+subclasses at the boundary; retry logic reads only these types, never reply codes. Where
+a built-in fits, a class also inherits it (in brackets below), so ``except LookupError``
+or ``except ValueError`` in a caller still works::
+
+    BulkmailError
+    ├── ConfigError (ValueError)             settings or the providers file are wrong
+    ├── InputError (ValueError)              a campaign, recipient file or argument is unusable
+    │   ├── TemplateError                    a template does not compile or render
+    │   └── InvalidIdError                   a campaign or message id breaks the id rule
+    ├── CampaignNotFoundError (LookupError)  no campaign with that id
+    ├── RedisUnavailableError (ConnectionError)
+    └── DeliveryError                        the provider did not accept a message or call
+        ├── PermanentDeliveryError           retrying will not help
+        │   └── ProviderAuthError            our credentials were rejected
+        └── TransientDeliveryError           try again later
+            ├── ThrottledError               we send too fast
+            ├── ProviderBusyError            no capacity: nothing was tried
+            └── AmbiguousDeliveryError       lost after the body, before the reply
+
+This module imports nothing of bulkmail, so ``config/`` and ``workers/`` may both use it.
 """
 
 from __future__ import annotations
@@ -12,9 +31,11 @@ from typing import Any
 __all__ = [
     "AmbiguousDeliveryError",
     "BulkmailError",
+    "CampaignNotFoundError",
     "ConfigError",
     "DeliveryError",
     "InputError",
+    "InvalidIdError",
     "PermanentDeliveryError",
     "ProviderAuthError",
     "ProviderBusyError",
@@ -30,15 +51,34 @@ class BulkmailError(Exception):
 
 
 class ConfigError(BulkmailError, ValueError):
-    """Settings or the providers file are wrong. The message names file, key and value."""
+    """Settings or the providers file are wrong. The message names the file or variable
+    and the key, never the value (it may be a secret)."""
 
 
 class InputError(BulkmailError, ValueError):
-    """A campaign file or recipient file cannot be used at all (not a per-row problem)."""
+    """A campaign file, recipient file or argument cannot be used at all (not a per-row
+    problem)."""
 
 
 class TemplateError(InputError):
     """A template does not compile, or renders to something that cannot be sent."""
+
+
+class InvalidIdError(InputError):
+    """A campaign or message id breaks the id rule (:data:`config.schema.ID_RULE`).
+
+    Ids become parts of Redis keys, task ids and retry-queue members, so one that is not
+    checked could reach into another campaign's keys.
+    """
+
+
+class CampaignNotFoundError(BulkmailError, LookupError):
+    """No campaign (or single message) with this id under the key prefix in use."""
+
+    def __init__(self, campaign_id: str, where: str = "") -> None:
+        detail = f" in {where}" if where else ""
+        super().__init__(f"no campaign {campaign_id!r}{detail}")
+        self.campaign_id = campaign_id
 
 
 class RedisUnavailableError(BulkmailError, ConnectionError):

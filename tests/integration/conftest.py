@@ -1,4 +1,10 @@
-"""Fixtures that run real components: worker processes, a capture SMTP server, the CLI."""
+"""Fixtures that run real components: worker processes, the in-process burst worker, a
+capture SMTP server, the CLI.
+
+Delivery tests use ``burst`` (``tests/burst.py``: batches and retries run in the test
+process with the real task body, runtime and providers); tests of crashes, signals and
+the worker's command line start real ``bulkmail worker`` processes (``start_worker``).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,19 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.settings import Settings
 from producers.capture import CaptureServer
 from producers.demo import stop_workers
+from tests.burst import BurstResult, forget_broker_queue, run_burst
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def url(redis_url: str, redis_client: redis.Redis[bytes]) -> str:
+    """The test Redis's URL, for tests that open their own (async) clients; taking
+    ``redis_client`` makes it delete this test's keys afterwards."""
+    return redis_url
 
 
 @pytest.fixture
@@ -81,6 +96,24 @@ def forget_queue(redis_url: str, provider_name: str) -> Iterator[None]:
     client = redis.Redis.from_url(redis_url)
     client.delete(f"bulkmail.{provider_name}", f"_kombu.binding.bulkmail.{provider_name}",
                   f"_kombu.binding_permanent.bulkmail.{provider_name}")
+    client.close()
+
+
+@pytest.fixture
+def burst(redis_url: str) -> Iterator[Callable[..., BurstResult]]:
+    """``burst(provider, settings, **kw)``: run the provider's queued batches and due
+    retries in this process until none are left (:func:`tests.burst.run_burst`); the
+    provider's Celery queue is dropped at the end of the test."""
+    ran: list[str] = []
+
+    def run(provider: str, settings: Settings, **kw: float) -> BurstResult:
+        ran.append(provider)
+        return run_burst(settings, provider, **kw)
+
+    yield run
+    client = redis.Redis.from_url(redis_url)
+    for provider in ran:
+        forget_broker_queue(client, provider)
     client.close()
 
 

@@ -23,6 +23,7 @@ from config.settings import Settings
 from producers.capture import CaptureServer
 from producers.demo import stop_workers
 from tests.burst import BurstResult, forget_broker_queue, run_burst
+from tests.postfix import PostfixRelay, SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,20 @@ def url(redis_url: str, redis_client: redis.Redis[bytes]) -> str:
 def smtp_server() -> Iterator[CaptureServer]:
     with CaptureServer() as server:
         yield server
+
+
+@pytest.fixture
+def postfix_relay() -> Iterator[PostfixRelay]:
+    """A private Postfix with issue 8's anvil limits that discards what it accepts."""
+    with PostfixRelay() as relay:
+        yield relay
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """Postfix's ``smtp-sink``: a fast server that accepts and counts messages."""
+    with SmtpSink() as sink:
+        yield sink
 
 
 @pytest.fixture

@@ -115,10 +115,11 @@ def forget_queue(redis_url: str, provider_name: str) -> Iterator[None]:
 
 
 @pytest.fixture
-def burst(redis_url: str) -> Iterator[Callable[..., BurstResult]]:
+def burst(redis_client: redis.Redis[bytes]) -> Iterator[Callable[..., BurstResult]]:
     """``burst(provider, settings, **kw)``: run the provider's queued batches and due
-    retries in this process until none are left (:func:`tests.burst.run_burst`); the
-    provider's Celery queue is dropped at the end of the test."""
+    retries in this process until none are left (:func:`tests.burst.run_burst`). At the
+    end of the test the provider's Celery queue is dropped and (through ``redis_client``)
+    the test's keys are deleted."""
     ran: list[str] = []
 
     def run(provider: str, settings: Settings, **kw: float) -> BurstResult:
@@ -126,10 +127,8 @@ def burst(redis_url: str) -> Iterator[Callable[..., BurstResult]]:
         return run_burst(settings, provider, **kw)
 
     yield run
-    client = redis.Redis.from_url(redis_url)
     for provider in ran:
-        forget_broker_queue(client, provider)
-    client.close()
+        forget_broker_queue(redis_client, provider)
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120

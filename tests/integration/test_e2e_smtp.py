@@ -13,7 +13,7 @@ import pytest
 
 from producers.capture import CaptureServer
 from tests.burst import BurstResult, settings_from_env
-from tests.integration.conftest import run_cli
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ import redis
 
 from config.schema import Keys
 from tests.burst import BurstResult, settings_from_env
-from tests.integration.conftest import run_cli
+from tests.helpers import run_cli
 from tests.smtp_script import ScriptedSMTP
 from workers.ledger import Ledger
 

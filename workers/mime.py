@@ -1,7 +1,7 @@
 """A fast MIME builder: compile a campaign's constant parts once, splice bytes per message.
 
-The stdlib ``email`` object model costs 0.7-2.5 ms per multipart message (ARCHITECTURE.md,
-decision 4), more than everything else a worker does per recipient. A
+The stdlib ``email`` object model costs 0.7-2.5 ms per multipart message
+(docs/architecture.md, decision 4), more than everything else a worker does per recipient. A
 :class:`MimeSkeleton` pre-encodes what is the same for every recipient of a campaign
 (MIME-Version, the boundary and delimiters, static headers, part headers) and per message
 only encodes the variable headers and bodies, with C-speed primitives (``str.encode``,

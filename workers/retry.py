@@ -2,7 +2,7 @@
 
 Why not Celery countdowns: an ETA task on the Redis broker sits in worker memory and is
 redelivered once the wait exceeds the visibility timeout (kombu#337); see decision 6 in
-ARCHITECTURE.md.
+docs/architecture.md.
 
 Key layout (``key = keys.retry(provider)``):
 
@@ -167,7 +167,7 @@ class RetryQueue(_Queue["SyncRedis"]):
     """The retry queue of one provider over a sync Redis client (CLI, status, tests).
 
     Times are unix seconds (floats). Where ``now`` is optional, ``None`` means the Redis
-    server's clock, the one clock every worker shares (decision 7).
+    server's clock, the one clock every worker shares (docs/architecture.md, decision 7).
     """
 
     def schedule(self, member: str, delay: float, *, only_if_earlier: bool = False) -> bool:

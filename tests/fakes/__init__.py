@@ -1,6 +1,6 @@
 """In-process fakes of the provider HTTP APIs, as ``httpx.MockTransport`` handlers.
 
-Each implements its provider's documented contract (PROVIDERS.md): auth, limits, error
+Each implements its provider's documented contract (docs/providers.md): auth, limits, error
 shapes, and what every recipient would receive. ``make_messages`` builds rendered
 batches and ``assert_each_got_own`` checks a fake's deliveries against them.
 """

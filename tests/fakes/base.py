@@ -2,7 +2,7 @@
 
 A fake is an ``async`` handler function for :class:`httpx.MockTransport` (the httpx
 way: a transport is one method), so tests run in-process with no sockets. Each fake
-implements its provider's documented contract (PROVIDERS.md): auth, limits, error
+implements its provider's documented contract (docs/providers.md): auth, limits, error
 shapes, and what each recipient would receive (:attr:`FakeApi.delivered`).
 """
 

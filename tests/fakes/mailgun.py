@@ -1,4 +1,4 @@
-"""Fake Mailgun ``POST /v3/{domain}/messages`` (PROVIDERS.md, "Mailgun").
+"""Fake Mailgun ``POST /v3/{domain}/messages`` (docs/providers.md, "Mailgun").
 
 HTTP Basic ``api:<key>``; form data (url-encoded or multipart); repeated ``to``;
 ``recipient-variables`` fill ``%recipient.KEY%`` anywhere in the message (subject,

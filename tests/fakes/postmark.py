@@ -1,4 +1,4 @@
-"""Fake Postmark ``POST /email`` and ``/email/batch`` (PROVIDERS.md, "Postmark").
+"""Fake Postmark ``POST /email`` and ``/email/batch`` (docs/providers.md, "Postmark").
 
 ``X-Postmark-Server-Token`` (``POSTMARK_API_TEST`` validates without sending, 401
 ErrorCode 10 otherwise); batch <= 500 messages (422 ErrorCode 410) and 50 MB; the batch

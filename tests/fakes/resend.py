@@ -1,4 +1,4 @@
-"""Fake Resend ``POST /emails`` and ``/emails/batch`` (PROVIDERS.md, "Resend").
+"""Fake Resend ``POST /emails`` and ``/emails/batch`` (docs/providers.md, "Resend").
 
 Bearer ``re_...`` (401 missing, 403 invalid); batch <= 100; ``x-batch-validation``
 ``strict`` (default: any invalid element rejects the call with 422) or ``permissive``

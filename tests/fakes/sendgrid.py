@@ -1,4 +1,4 @@
-"""Fake SendGrid v3 ``POST /v3/mail/send`` (PROVIDERS.md, "SendGrid v3").
+"""Fake SendGrid v3 ``POST /v3/mail/send`` (docs/providers.md, "SendGrid v3").
 
 Bearer auth; <= 1000 personalizations and 1000 recipients; 30 MB; substitutions and
 custom_args < 10,000 bytes per personalization; the whole request is validated first and

@@ -1,5 +1,5 @@
 """Fake Amazon SES v2 ``POST /v2/email/outbound-emails`` (SendEmail) and
-``/v2/email/outbound-bulk-emails`` (SendBulkEmail) (PROVIDERS.md, "Amazon SES v2").
+``/v2/email/outbound-bulk-emails`` (SendBulkEmail) (docs/providers.md, "Amazon SES v2").
 
 Both check the SigV4 signature for real (service ``ses``, the fake's key pair and region:
 403 ``InvalidSignatureException`` / ``UnrecognizedClientException`` otherwise) and that

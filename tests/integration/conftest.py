@@ -1,11 +1,15 @@
-"""Fixtures that run real components: worker processes, a capture SMTP server, the CLI."""
+"""Fixtures that run real components: worker processes, the in-process burst worker, a
+capture SMTP server, a private Postfix relay and smtp-sink (``tests/postfix.py``).
+
+Delivery tests use ``burst`` (``tests/burst.py``: batches and retries run in the test
+process with the real task body, runtime and providers); tests of crashes, signals and
+the worker's command line start real ``bulkmail worker`` processes (``start_worker``).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,16 +17,42 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.settings import Settings
 from producers.capture import CaptureServer
-from producers.demo import stop_workers
+from tests.burst import BurstResult, forget_broker_queue, run_burst
+from tests.helpers import ROOT, run_cli, wait_until, worker_processes
+from tests.postfix import PostfixRelay, SmtpSink
 
-ROOT = Path(__file__).resolve().parents[2]
+# run_cli, wait_until, worker_processes and ROOT live in tests/helpers.py; test files that
+# import them from here keep working
+__all__ = ["ROOT", "run_cli", "wait_until", "worker_processes"]
+
+
+@pytest.fixture
+def url(redis_url: str, redis_client: redis.Redis[bytes]) -> str:
+    """The test Redis's URL, for tests that open their own (async) clients; taking
+    ``redis_client`` makes it delete this test's keys afterwards."""
+    return redis_url
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[CaptureServer]:
     with CaptureServer() as server:
         yield server
+
+
+@pytest.fixture
+def postfix_relay() -> Iterator[PostfixRelay]:
+    """A private Postfix with issue 8's anvil limits that discards what it accepts."""
+    with PostfixRelay() as relay:
+        yield relay
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """Postfix's ``smtp-sink``: a fast server that accepts and counts messages."""
+    with SmtpSink() as sink:
+        yield sink
 
 
 @pytest.fixture
@@ -46,27 +76,6 @@ def bulkmail_env(tmp_path: Path, redis_url: str, key_prefix: str
     return make
 
 
-def worker_processes(tmp_path: Path, command: list[str], log_name: str
-                     ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """For a fixture: yields ``start(provider, env, concurrency=2)``, which runs
-    ``python COMMAND -p provider -c concurrency ...`` (a worker's command line), logging to
-    ``tmp_path``; every process started is stopped afterwards."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(provider: str, env: dict[str, str], concurrency: int = 2) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"{log_name}-{len(procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, *command, "-p", provider, "-c",
-             str(concurrency), "--loglevel", "INFO", "--name", f"{uuid.uuid4().hex[:6]}@%h"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_workers(proc, timeout=15)
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``bulkmail worker`` processes; all are stopped at the end of the test."""
@@ -79,22 +88,22 @@ def forget_queue(redis_url: str, provider_name: str) -> Iterator[None]:
     (use it before the fixtures that start workers, so it is torn down after them)."""
     yield
     client = redis.Redis.from_url(redis_url)
-    client.delete(f"bulkmail.{provider_name}", f"_kombu.binding.bulkmail.{provider_name}",
-                  f"_kombu.binding_permanent.bulkmail.{provider_name}")
+    forget_broker_queue(client, provider_name)
     client.close()
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "producers", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture
+def burst(redis_client: redis.Redis[bytes]) -> Iterator[Callable[..., BurstResult]]:
+    """``burst(provider, settings, **kw)``: run the provider's queued batches and due
+    retries in this process until none are left (:func:`tests.burst.run_burst`). At the
+    end of the test the provider's Celery queue is dropped and (through ``redis_client``)
+    the test's keys are deleted."""
+    ran: list[str] = []
 
+    def run(provider: str, settings: Settings, **kw: float) -> BurstResult:
+        ran.append(provider)
+        return run_burst(settings, provider, **kw)
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.1) -> bool:
-    """Poll ``predicate`` until true; False on timeout (a bound on a wait, not a timing)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
+    yield run
+    for provider in ran:
+        forget_broker_queue(redis_client, provider)

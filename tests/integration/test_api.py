@@ -1,4 +1,5 @@
-"""The in-process producer API, against a real Redis and real worker processes."""
+"""The in-process producer API, against a real Redis, delivered by the in-process burst
+worker (``tests/burst.py``) to a real SMTP server."""
 
 from __future__ import annotations
 
@@ -11,20 +12,18 @@ from config.errors import InputError, TemplateError
 from config.settings import Settings
 from producers.api import Bulkmail
 from producers.capture import CaptureServer
-from tests.integration.conftest import wait_until
+from tests.burst import BurstResult, settings_from_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_messages_and_campaigns_from_an_app(
-        tmp_path: Path, smtp_server: CaptureServer, provider_name: str, key_prefix: str,
-        bulkmail_env: Callable[[str], dict[str, str]], forget_queue: None,
-        start_worker: Callable[..., object]) -> None:
+        tmp_path: Path, smtp_server: CaptureServer, provider_name: str,
+        bulkmail_env: Callable[[str], dict[str, str]], burst: Callable[..., BurstResult]) -> None:
     env = bulkmail_env(f'[providers.{provider_name}]\nkind = "smtp"\nhost = "127.0.0.1"\n'
                        f'port = {smtp_server.port}\ntls = "none"\n')
-    start_worker(provider_name, env, concurrency=1)
-    mail = Bulkmail(Settings(redis_url=env["BULKMAIL_REDIS_URL"],
-                             providers=Path(env["BULKMAIL_PROVIDERS"]), key_prefix=key_prefix))
+    settings = settings_from_env(env)
+    mail = Bulkmail(settings)
 
     # a transactional message, sent twice with the same id: enqueued once
     for _ in range(2):
@@ -43,14 +42,13 @@ def test_messages_and_campaigns_from_an_app(
                                            for i in range(20)] + [{"email": "nope"}])
     assert (result.queued, result.invalid) == (20, 1)
 
-    def done() -> bool:
-        a, b = mail.status("order-1042-shipped"), mail.status("api-1")
-        return bool(a and b and a.done and b.done)
-
-    assert wait_until(done, timeout=60)
+    ran = burst(provider_name, settings)
+    assert ran.tasks == 2  # the message (enqueued once) and the campaign's one batch
     message, bulk = mail.status("order-1042-shipped"), mail.status("api-1")
-    assert message is not None and message.counts["sent"] == 1 and message.total == 1
-    assert bulk is not None and (bulk.counts["sent"], bulk.counts["invalid"]) == (20, 1)
+    assert message is not None and message.done
+    assert message.counts["sent"] == 1 and message.total == 1
+    assert bulk is not None and bulk.done
+    assert (bulk.counts["sent"], bulk.counts["invalid"]) == (20, 1)
     assert smtp_server.by_recipient["ann@example.test"] == 1
     assert sum(smtp_server.by_recipient.values()) == 21
 

@@ -1,4 +1,6 @@
-"""End to end: CLI -> Redis -> real Celery worker processes -> pooled SMTP -> capture server."""
+"""End to end: CLI -> Redis -> the burst worker (the real task body in this process, fed
+from the real broker queue) -> pooled SMTP -> capture server. Worker processes and their
+crashes are tested in ``test_crash_safety.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from producers.capture import CaptureServer
-from tests.integration.conftest import run_cli, wait_until
+from tests.burst import BurstResult, settings_from_env
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -47,20 +50,23 @@ def _recipients(tmp_path: Path) -> tuple[Path, set[str], int]:
 
 def test_campaign_end_to_end(tmp_path: Path, smtp_server: CaptureServer, provider_name: str,
                              bulkmail_env: Callable[[str], dict[str, str]],
-                             start_worker: Callable[..., object]) -> None:
+                             burst: Callable[..., BurstResult]) -> None:
     env = bulkmail_env(
         f'[providers.{provider_name}]\nkind = "smtp"\nhost = "127.0.0.1"\n'
         f'port = {smtp_server.port}\ntls = "none"\npool_size = 4\n'
         "max_messages_per_connection = 300\n")
-    start_worker(provider_name, env, concurrency=2)
-    start_worker(provider_name, env, concurrency=1)  # a second worker "machine"
     campaign = _campaign(tmp_path, provider_name, "e2e-1")
     recipients, good, rows = _recipients(tmp_path)
 
-    done = run_cli(["send", str(campaign), "--recipients", str(recipients), "--wait", "--json"],
-                   env, timeout=240)
+    sent = run_cli(["send", str(campaign), "--recipients", str(recipients), "--json"], env)
+    assert sent.returncode == 0, sent.stderr
+    enqueued = json.loads(sent.stdout)
+    assert enqueued["created"] is True
+    ran = burst(provider_name, settings_from_env(env))
+    assert ran.tasks == enqueued["batches"] == -(-len(good) // 150)  # one task per batch
+    done = run_cli(["status", "e2e-1", "--json"], env)
     assert done.returncode == 0, done.stderr
-    status = json.loads(done.stdout.strip().splitlines()[-1])
+    status = json.loads(done.stdout)
     assert status["done"] is True
     assert status["total"] == rows
     assert status["sent"] == len(good)
@@ -70,7 +76,7 @@ def test_campaign_end_to_end(tmp_path: Path, smtp_server: CaptureServer, provide
                                    "suppressed", "cancelled")) == rows
 
     # every valid recipient received exactly one message, nobody else received any
-    assert wait_until(lambda: smtp_server.received >= len(good), timeout=10)
+    assert smtp_server.received == len(good)
     assert set(smtp_server.by_recipient) == good
     assert all(n == 1 for n in smtp_server.by_recipient.values())
 
@@ -87,6 +93,7 @@ def test_campaign_end_to_end(tmp_path: Path, smtp_server: CaptureServer, provide
     again = run_cli(["send", str(campaign), "--recipients", str(recipients), "--json"], env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["created"] is False
+    assert burst(provider_name, settings_from_env(env)).tasks == 0
     status2 = json.loads(run_cli(["status", "e2e-1", "--json"], env).stdout)
     assert status2["sent"] == len(good)
     assert smtp_server.received == len(good)

@@ -1,11 +1,14 @@
-"""Failures end to end: CLI -> Redis -> two real worker processes -> ScriptedSMTP.
+"""Failures end to end: CLI -> Redis -> the burst worker -> ScriptedSMTP.
 
 Every scripted behaviour of ``tests/smtp_script.py`` is in one campaign, with plain
-recipients and one address suppressed beforehand. Two worker processes run, so two retry
-pumps compete for the same retry queue. Backoff is short (0.2 s base, 1 s cap) so four
-attempts take seconds. What is checked comes from three independent places: the ledger
-(``bulkmail status --list all``), the server's own counters, and the suppression and
-dead-letter lists (``bulkmail suppress list`` / ``bulkmail dlq list``).
+recipients and one address suppressed beforehand. The burst worker (``tests/burst.py``)
+runs the batches and the retry pump in the test process, fast-forwarding the retry
+queue; backoff is short (0.2 s base, 1 s cap), which the worker counts as due at once,
+so four attempts take no waiting. (Competing pumps are tested in
+``test_retry_queue.py``, worker processes in ``test_crash_safety.py``.) What is checked
+comes from three independent places: the ledger (``bulkmail status --list all``), the
+server's own counters, and the suppression and dead-letter lists (``bulkmail suppress
+list`` / ``bulkmail dlq list``).
 """
 
 from __future__ import annotations
@@ -21,16 +24,12 @@ import pytest
 import redis
 
 from config.schema import Keys
-from tests.integration.conftest import run_cli, wait_until
+from tests.burst import BurstResult, settings_from_env
+from tests.helpers import run_cli
 from tests.smtp_script import ScriptedSMTP
 from workers.ledger import Ledger
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _forget_queue(forget_queue: None) -> None:
-    """Every test here drops its queue at the end (see the fixture)."""
 
 
 MAX_ATTEMPTS = 4
@@ -90,6 +89,15 @@ def _cli(env: dict[str, str], *commands: list[str]) -> list[str]:
     return [out.stdout for out in done]
 
 
+def _send_and_deliver(env: dict[str, str], campaign: Path, recipients: Path,
+                      burst: Callable[..., BurstResult], provider: str) -> None:
+    """``bulkmail send``, then the burst worker until nothing is left (what ``send
+    --wait`` waits for; the tests read ``status --json`` alongside their listings)."""
+    sent = run_cli(["send", str(campaign), "--recipients", str(recipients), "--json"], env)
+    assert sent.returncode == 0, sent.stderr
+    burst(provider, settings_from_env(env))
+
+
 def _jsonl(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -114,11 +122,9 @@ def _of(kind: str) -> list[str]:
 
 def test_every_failure_kind_end_to_end_then_retry_failed(
         tmp_path: Path, server: ScriptedSMTP, provider_name: str,
-        bulkmail_env: Callable[[str], dict[str, str]], start_worker: Callable[..., object],
+        bulkmail_env: Callable[[str], dict[str, str]], burst: Callable[..., BurstResult],
         redis_client: redis.Redis[bytes], keys: Keys) -> None:
     env = bulkmail_env(_providers(provider_name, server.port))
-    start_worker(provider_name, env, concurrency=2)
-    start_worker(provider_name, env, concurrency=1)  # a second machine: a second pump
     pre = "presuppressed@example.test"
     addresses = [*_interleaved(), pre]
     added = run_cli(["suppress", "add", pre.upper(), "--reason", "complaint"], env)
@@ -126,10 +132,12 @@ def test_every_failure_kind_end_to_end_then_retry_failed(
     cid = "fail-e2e"
     campaign = _campaign(tmp_path, provider_name, cid, batch_size=6)
 
-    done = run_cli(["send", str(campaign), "--recipients", str(_recipients(tmp_path, addresses)),
-                    "--wait", "--json"], env, timeout=90)
-    assert done.returncode == 0, done.stderr
-    status = json.loads(done.stdout.strip().splitlines()[-1])
+    _send_and_deliver(env, campaign, _recipients(tmp_path, addresses), burst, provider_name)
+    status_out, listing, suppress_list, dlq_list = _cli(
+        env, ["status", cid, "--json"], ["status", cid, "--list", "all", "--json"],
+        ["suppress", "list", "--limit", "1000", "--json"],
+        ["dlq", "list", "--campaign", cid, "--json"])
+    status = json.loads(status_out)
 
     # -- accounting: every row read is in exactly one state, the campaign is done
     assert status["done"] is True
@@ -141,10 +149,6 @@ def test_every_failure_kind_end_to_end_then_retry_failed(
     assert status["sent"] == len(addresses) - 1 - EACH * len(failed_kinds)
     assert status["queued"] == status["deferred"] == status["invalid"] == 0
 
-    listing, suppress_list, dlq_list = _cli(
-        env, ["status", cid, "--list", "all", "--json"],
-        ["suppress", "list", "--limit", "1000", "--json"],
-        ["dlq", "list", "--campaign", cid, "--json"])
     entries = _by_email(listing)
     assert set(entries) == set(addresses)
     state = {a: e["state"] for a, e in entries.items()}
@@ -212,8 +216,9 @@ def test_every_failure_kind_end_to_end_then_retry_failed(
     assert again.returncode == 0, again.stderr
     assert f"requeued {EACH * len(failed_kinds)} failed recipients" in " ".join(
         again.stdout.split())
+    burst(provider_name, settings_from_env(env))
     ledger = Ledger(redis_client, keys)
-    assert wait_until(lambda: ledger.status(cid).done, timeout=45)  # type: ignore[union-attr]
+    assert ledger.status(cid).done  # type: ignore[union-attr]
     status_out, listing2, dlq_list2 = _cli(
         env, ["status", cid, "--json"], ["status", cid, "--list", "all", "--json"],
         ["dlq", "list", "--campaign", cid, "--json"])
@@ -241,22 +246,21 @@ def test_every_failure_kind_end_to_end_then_retry_failed(
 
 def test_ambiguous_fail_policy_does_not_resend(
         tmp_path: Path, server: ScriptedSMTP, provider_name: str,
-        bulkmail_env: Callable[[str], dict[str, str]], start_worker: Callable[..., object],
-        redis_client: redis.Redis[bytes]) -> None:
+        bulkmail_env: Callable[[str], dict[str, str]], burst: Callable[..., BurstResult]
+        ) -> None:
     env = bulkmail_env(_providers(provider_name, server.port, on_ambiguous='"fail"'))
-    start_worker(provider_name, env, concurrency=1)
     addresses = ["drop1-a@example.test", "slow1-b@example.test", "plain@example.test",
                  "full-c@example.test"]
     campaign = _campaign(tmp_path, provider_name, "fail-ambiguous", batch_size=10)
-    done = run_cli(["send", str(campaign), "--recipients", str(_recipients(tmp_path, addresses)),
-                    "--wait", "--json"], env, timeout=60)
-    assert done.returncode == 0, done.stderr
-    status = json.loads(done.stdout.strip().splitlines()[-1])
+    _send_and_deliver(env, campaign, _recipients(tmp_path, addresses), burst, provider_name)
+    status_out, listing, dlq_list = _cli(
+        env, ["status", "fail-ambiguous", "--json"],
+        ["status", "fail-ambiguous", "--list", "all", "--json"],
+        ["dlq", "list", "--campaign", "fail-ambiguous", "--json"])
+    status = json.loads(status_out)
     assert status["done"] is True and _accounted(status) == status["total"] == 4
     assert (status["sent"], status["failed"]) == (2, 2)
 
-    listing, dlq_list = _cli(env, ["status", "fail-ambiguous", "--list", "all", "--json"],
-                             ["dlq", "list", "--campaign", "fail-ambiguous", "--json"])
     entries = _by_email(listing)
     for a in ("drop1-a@example.test", "slow1-b@example.test"):
         e = entries[a]

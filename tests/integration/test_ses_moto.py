@@ -1,10 +1,13 @@
 """The SES provider against moto's SES server on 127.0.0.1: real HTTP, real SigV4
 headers, moto's v2 SendEmail (verified identity required), read back through
-``/moto-api/data.json``."""
+``/moto-api/data.json``. The provider alone, and a whole campaign delivered by the burst
+worker (``tests/burst.py``: the worker's runtime builds the provider from the providers
+file)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -14,7 +17,11 @@ from moto.server import ThreadedMotoServer
 
 from config.errors import PermanentDeliveryError
 from config.providers import SesConfig
+from config.schema import State
+from producers.api import Bulkmail
+from tests.burst import BurstResult, settings_from_env
 from tests.fakes import make_messages, send_batch
+from workers.ledger import Ledger
 from workers.providers.ses import create
 
 pytestmark = pytest.mark.integration
@@ -79,3 +86,31 @@ def test_unverified_sender_is_permanent(moto_url: str, verified: str) -> None:
     for r in results:
         assert isinstance(r.error, PermanentDeliveryError), r.error
         assert "MessageRejected" in r.error.reply or "not verified" in r.error.reply
+
+
+def test_campaign_through_the_burst_worker(
+        moto_url: str, verified: str, tmp_path: Path, provider_name: str,
+        bulkmail_env: Callable[[str], dict[str, str]],
+        burst: Callable[..., BurstResult]) -> None:
+    env = bulkmail_env(f'[providers.{provider_name}]\nkind = "ses"\nregion = "{REGION}"\n'
+                       f'base_url = "{moto_url}"\nconcurrency = 4\n')
+    settings = settings_from_env(env)
+    mail = Bulkmail(settings)
+    campaign = tmp_path / "c.toml"
+    campaign.write_text(f'id = "ses-1"\nprovider = "{provider_name}"\nfrom = "{verified}"\n'
+                        'subject = "Hi {{ name }}"\ntext = "Hello {{ name }}"\n'
+                        "batch_size = 10\n")
+    rows = [{"email": f"u{i}@example.test", "name": f"U{i}"} for i in range(25)]
+    assert mail.send_campaign(campaign, rows).batches == 3
+
+    assert burst(provider_name, settings).tasks == 3
+    status = mail.status("ses-1")
+    assert status is not None and status.done
+    assert status.counts["sent"] == 25 and status.total == 25
+    sent = _sent(moto_url)
+    assert sorted((r["destinations"]["ToAddresses"], r["subject"]) for r in sent) == sorted(
+        ([row["email"]], f"Hi {row['name']}") for row in rows)
+    # the ledger keeps SES's message id of every recipient
+    entries = list(Ledger(mail.redis, settings.keys).entries("ses-1"))
+    assert {e.state for e in entries} == {State.SENT}
+    assert {e.detail["id"] for e in entries} == {r["id"] for r in sent}

@@ -1,4 +1,4 @@
-"""The fake providers on their own, against the documented contract (PROVIDERS.md).
+"""The fake providers on their own, against the documented contract (docs/providers.md).
 
 These pin the fakes down, so the provider tests that use them test against the real
 APIs' behaviour and not against whatever the fakes happen to do.

@@ -130,7 +130,7 @@ def test_resume_releases_set_aside_batches_now_not_at_an_old_due_time(
 
     redis_client.hset(keys.campaign("r1"), "spec", "{}")
     retry = RetryQueue(redis_client, keys, "p")
-    retry.schedule("r1:0", time.time() + 3600)  # an old backoff, an hour away
+    retry.schedule("r1:0", 3600)  # an old backoff, an hour away
 
     async def gate(batch: int) -> str:
         client = aioredis.Redis.from_url(redis_url)

@@ -27,6 +27,7 @@ from config.schema import State
 from workers.batchlock import BatchLock
 from workers.deadletter import AsyncDeadLetters
 from workers.errors import ProviderAuthError, TemplateError, TransientDeliveryError
+from workers.feedback.store import index_accepted
 from workers.ledger import AsyncLedger, Update, detail_json
 from workers.outcomes import Outcomes, decide
 from workers.pause import chunk_gate
@@ -344,6 +345,8 @@ class _Run:
                          details=self.details, cfg=self.cfg, now=self.clock.now(),
                          campaign_id=self.cid, provider=self.provider.name)
         await _record(self.rt, self.cid, self.batch_no, self.ledger, self.suppression, outcome)
+        await index_accepted(self.rt.redis, self.rt.settings.keys, self.cfg, self.provider.name,
+                             self.cid, self.batch_no, results, self.clock.now())
         self.report.sent += outcome.sent
         self.report.failed += outcome.failed
         self.report.deferred += outcome.deferred

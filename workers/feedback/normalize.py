@@ -73,10 +73,10 @@ def _text(value: Any, limit: int = _REASON_MAX) -> str:
 def _address(value: Any) -> str:
     if not isinstance(value, str) or "@" not in value:
         raise ValueError("an event without a recipient address")
-    value = str(value)
-    if "<" in value and value.rstrip().endswith(">"):
-        value = value[value.rindex("<") + 1:].rstrip().rstrip(">")
-    return value.strip().lower()
+    text = str(value)
+    if "<" in text and text.rstrip().endswith(">"):
+        text = text[text.rindex("<") + 1:].rstrip().rstrip(">")
+    return text.strip().lower()
 
 
 def _iso(value: Any) -> float | None:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from config.schema import State
+from producers.cli_events import register as register_event_commands
 from producers.cli_failures import register as register_failure_commands
 from producers.cli_service import register as register_service_commands
 from producers.progress import print_status
@@ -28,6 +29,7 @@ providers_app = typer.Typer(no_args_is_help=True, help="Inspect configured provi
 app.add_typer(providers_app, name="providers")
 register_failure_commands(app)
 register_service_commands(app)
+register_event_commands(app)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -155,7 +157,9 @@ def status(
             print_status(d, console)
             if d.get("paused"):
                 console.print(f"[yellow]paused by {escape(str(d['paused_by']))} at "
-                              f"{_clock(str(d['paused_at']))}[/]", highlight=False)
+                              f"{_clock(str(d['paused_at']))}"
+                              + (f": {escape(str(d['paused_reason']))}"
+                                 if d.get("paused_reason") else "") + "[/]", highlight=False)
             for line in _provider_lines(st.provider, d["providers"]):
                 console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
 

@@ -140,8 +140,9 @@ def _sendgrid(provider: str, payload: Any) -> list[FeedbackEvent]:
             provider, etype, item.get("email"), sub=sub,
             event_id=_text(item.get("sg_event_id"), 200) or _digest(item),
             correlation=_correlation(item.get("bulkmail_id")),
-            # sg_message_id is the X-Message-Id of the call plus a suffix
-            message_id=str(sg_id).split(".", 1)[0] if sg_id else None,
+            # sg_message_id is the X-Message-Id of the call plus ".filter..." (older
+            # examples) or ".filterdrecv-..." (today)
+            message_id=str(sg_id).split(".filter", 1)[0] if sg_id else None,
             at=_number(item.get("timestamp")),
             reason=_text(item.get("reason") or item.get("response"))))
     return out

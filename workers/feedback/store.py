@@ -146,12 +146,12 @@ def _by_row(client: SyncRedis, keys: Keys, cid: str, row: int, email: str) -> Ma
 def _by_message_id(client: SyncRedis, keys: Keys, event: FeedbackEvent) -> Match | None:
     assert event.message_id is not None
     mid = event.message_id.strip("<>")
-    day = int((event.at or 0) // 86400) if event.at else None
+    # the days the message can have been sent on, newest first (on the Redis clock, as
+    # the worker wrote them: the event's own time is the provider's clock)
+    today = _today(client)
     pipe = client.pipeline(transaction=False)
-    days = list(range(ID_DAYS + 1))
-    for back in days:
-        # around the event's day when it has one; the most recent days otherwise
-        pipe.hget(keys.provider_ids(event.provider, (day or _today(client)) - back), mid)
+    for back in range(ID_DAYS + 1):
+        pipe.hget(keys.provider_ids(event.provider, today - back), mid)
     hit = next((v for v in pipe.execute() if v), None)
     if hit is None:
         return None

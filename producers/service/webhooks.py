@@ -20,6 +20,7 @@ complaint guard (:mod:`workers.guard`) sees the campaign's new events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -123,23 +124,33 @@ class WebhookReceiver:
         cfg = self.config(name)
         body = await request.body()
         try:
-            events = await self._verified_events(name, cfg, request, body)
+            events, token_key = await self._verified_events(name, cfg, request, body)
         except SignatureError as exc:
             log.warning("refused a webhook call for provider %s: %s", name, exc)
             await run_in_threadpool(self._count, name, {"refused": 1})
             raise Problem(401, f"webhook of provider {name!r}: {exc}") from None
-        tally = await run_in_threadpool(self._record, name, cfg, events)
+        try:
+            tally = await run_in_threadpool(self._record, name, cfg, events)
+        except BaseException:
+            if token_key is not None:
+                # nothing was kept: the provider's retry of this very call is welcome
+                with contextlib.suppress(redis.RedisError):
+                    await run_in_threadpool(self.redis.delete, token_key)
+            raise
         return tally.as_dict()
 
     async def _verified_events(self, name: str, cfg: ProviderConfig, request: Request,
-                               body: bytes) -> list[FeedbackEvent]:
+                               body: bytes) -> tuple[list[FeedbackEvent], str | None]:
+        """The call's events once its signature is verified, and the Mailgun token key
+        taken for it (given back if recording fails)."""
         now = self.clock()
         tolerance = float(getattr(cfg, "webhook_tolerance", 300.0))
         headers = request.headers
         if isinstance(cfg, SesConfig):
-            return await self._sns_events(name, cfg, request, body, now, tolerance)
+            return await self._sns_events(name, cfg, request, body, now, tolerance), None
         secret = self.secret(name, cfg)
         event_id = ""
+        token_key: str | None = None
         if cfg.kind == "sendgrid":
             try:
                 key = load_sendgrid_key(secret)
@@ -154,9 +165,9 @@ class WebhookReceiver:
             except ValueError:
                 raise SignatureError("the body is not JSON, so not signed") from None
             token = verify_mailgun(secret, payload, now=now, tolerance=tolerance)
-            fresh = await run_in_threadpool(
-                self.redis.set, self.keys.webhook_token(name, token[:200]), "1", nx=True,
-                ex=int(2 * tolerance) + 60)
+            token_key = self.keys.webhook_token(name, token[:200])
+            fresh = await run_in_threadpool(self.redis.set, token_key, "1", nx=True,
+                                            ex=int(2 * tolerance) + 60)
             if not fresh:
                 raise SignatureError("the signature token was used before (replay)")
         elif cfg.kind == "postmark":
@@ -170,7 +181,7 @@ class WebhookReceiver:
                                    "(see the API log)") from None
             event_id = verify_svix(key_bytes, headers, body, now=now, tolerance=tolerance)
         try:
-            return normalize(cfg.kind, name, json_body(body), event_id=event_id)
+            return normalize(cfg.kind, name, json_body(body), event_id=event_id), token_key
         except ValueError as exc:
             raise Problem(400, f"webhook of provider {name!r}: {exc}") from None
 

@@ -49,9 +49,11 @@ __all__ = [
     "Match",
     "RecipientEvents",
     "Tally",
+    "batch_events",
     "campaign_events",
     "index_accepted",
     "locate",
+    "readable",
     "record",
     "webhooks_configured",
 ]

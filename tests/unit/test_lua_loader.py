@@ -37,13 +37,15 @@ def test_every_lua_file_is_loaded_by_some_module() -> None:
     # importing the modules that run scripts loads each one; a file nobody loads is dead
     import producers.enqueue
     import workers.batchlock
+    import workers.feedback.store
     import workers.ledger
+    import workers.pause
     import workers.ratelimit.scripts
     import workers.retry
 
     loaded = set()
-    for module in (producers.enqueue, workers.batchlock, workers.ledger,
-                   workers.ratelimit.scripts, workers.retry):
+    for module in (producers.enqueue, workers.batchlock, workers.feedback.store, workers.ledger,
+                   workers.pause, workers.ratelimit.scripts, workers.retry):
         loaded |= {v.name for v in vars(module).values() if isinstance(v, LuaScript)}
     root = resources.files("workers").joinpath("lua")
     files = {p.name for p in root.iterdir() if p.name.endswith(".lua")}

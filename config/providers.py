@@ -58,7 +58,8 @@ __all__ = [
 #: Keys that would hold a secret inline; the file must name an env var or a file instead.
 INLINE_SECRET_KEYS = frozenset(
     {"password", "api_key", "apikey", "token", "secret", "secret_access_key", "access_key_id",
-     "auth_header_value", "server_token"}
+     "auth_header_value", "server_token", "webhook_signing_key", "webhook_basic_auth",
+     "webhook_secret"}
 )
 
 Seconds = Annotated[float, Field(ge=0)]
@@ -124,6 +125,13 @@ class _Base(BaseModel):
     #: ``"news@shop.example"``); empty allows any. Checked before anything is enqueued.
     allowed_senders: tuple[str, ...] = ()
 
+    # complaint guard (workers/guard.py): pause a campaign whose complaint or hard-bounce
+    # rate through this provider goes over these, once enough deliveries are seen
+    guard_complaint_rate: float = Field(default=0.001, ge=0, le=1)
+    guard_bounce_rate: float = Field(default=0.05, ge=0, le=1)
+    guard_min_delivered: int = Field(default=1000, ge=1)
+    guard_window: Seconds = 86400.0
+
     #: the module that implements this kind (``create(name, cfg, **options)``); a name,
     #: not an import: config never imports workers
     implementation: ClassVar[str]
@@ -158,7 +166,7 @@ class _Base(BaseModel):
         return out
 
     @field_validator("max_wait", "max_age", "backoff_base", "backoff_max", "timeout",
-                     mode="before")
+                     "guard_window", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str | int | float) else v
@@ -264,6 +272,13 @@ class _HttpBase(_Base):
     sandbox: bool = False
     #: concurrent HTTP requests per worker process
     concurrency: int = Field(default=4, ge=1, le=100)
+    #: how old a signed webhook timestamp may be (and how far in the future)
+    webhook_tolerance: Seconds = 300.0
+
+    @field_validator("webhook_tolerance", mode="before")
+    @classmethod
+    def _tolerance(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str | int | float) else v
 
     @field_validator("base_url")
     @classmethod
@@ -271,12 +286,19 @@ class _HttpBase(_Base):
         return _check_api_url(v)
 
 
-class SendgridConfig(_HttpBase):
+class _SigningKeyWebhook(_HttpBase):
+    #: the webhook signing key (SendGrid: the public key; Mailgun: the HTTP webhook
+    #: signing key; Resend: the ``whsec_`` secret), by env var or file
+    webhook_signing_key_env: str | None = None
+    webhook_signing_key_file: Path | None = None
+
+
+class SendgridConfig(_SigningKeyWebhook):
     implementation: ClassVar[str] = "workers.providers.sendgrid"
     kind: Literal["sendgrid"]
 
 
-class MailgunConfig(_HttpBase):
+class MailgunConfig(_SigningKeyWebhook):
     implementation: ClassVar[str] = "workers.providers.mailgun"
     kind: Literal["mailgun"]
     domain: str
@@ -286,9 +308,12 @@ class PostmarkConfig(_HttpBase):
     implementation: ClassVar[str] = "workers.providers.postmark"
     kind: Literal["postmark"]
     message_stream: str = "outbound"
+    #: ``user:password`` of the basic auth put in the webhook URL at Postmark
+    webhook_basic_auth_env: str | None = None
+    webhook_basic_auth_file: Path | None = None
 
 
-class ResendConfig(_HttpBase):
+class ResendConfig(_SigningKeyWebhook):
     implementation: ClassVar[str] = "workers.providers.resend"
     kind: Literal["resend"]
     validation: Literal["strict", "permissive"] = "permissive"
@@ -303,6 +328,20 @@ class SesConfig(_HttpBase):
     configuration_set: str | None = None
     #: name of an SES stored template: when set, send with SendBulkEmail (see ses.py)
     bulk_template: str | None = Field(default=None, min_length=1)
+    #: SNS topics whose signed messages are this account's events (a valid SNS
+    #: signature only proves the message is from SNS, not from our topic)
+    webhook_topic_arns: tuple[str, ...] = ()
+
+    @field_validator("webhook_topic_arns", mode="before")
+    @classmethod
+    def _topics(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError("must be a list of SNS topic ARNs")
+        for arn in v if isinstance(v, list | tuple) else ():
+            if not (isinstance(arn, str) and arn.startswith("arn:aws") and arn.count(":") == 5):
+                raise ValueError("each entry must be an SNS topic ARN "
+                                 "(arn:aws:sns:REGION:ACCOUNT:NAME)")
+        return v
 
 
 class HttpConfig(_HttpBase):
@@ -404,7 +443,9 @@ def load_providers(path: str | Path) -> dict[str, ProviderConfig]:
 
 def _check_secret_source(path: Path, name: str, cfg: ProviderConfig) -> None:
     pairs: list[tuple[str, str]] = [("password_env", "password_file"),
-                                    ("api_key_env", "api_key_file")]
+                                    ("api_key_env", "api_key_file"),
+                                    ("webhook_signing_key_env", "webhook_signing_key_file"),
+                                    ("webhook_basic_auth_env", "webhook_basic_auth_file")]
     for env_field, file_field in pairs:
         if getattr(cfg, env_field, None) and getattr(cfg, file_field, None):
             raise ConfigError(

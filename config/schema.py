@@ -176,6 +176,34 @@ class Keys:
         """String with a TTL: the last worker node seen consuming ``provider``'s queue."""
         return f"{self.prefix}:hb:{provider}"
 
+    # provider webhooks (workers/feedback/), complaint guard (workers/guard.py) ------------
+    def recipient_events(self, cid: str, batch_no: int) -> str:
+        """Hash: ``index|event key`` -> JSON of one provider event about that recipient
+        (and ``index#label`` markers: the first event of a kind, counted once)."""
+        return f"{self.prefix}:c:{cid}:ev:{batch_no}"
+
+    def event_seen(self, provider: str, event_id: str) -> str:
+        """String with a TTL: this provider event was recorded (dedupe by event id)."""
+        return f"{self.prefix}:wh:seen:{provider}:{event_id}"
+
+    def webhook_token(self, provider: str, token: str) -> str:
+        """String with a TTL: a signature token already used (Mailgun replay check)."""
+        return f"{self.prefix}:wh:tok:{provider}:{token}"
+
+    def provider_ids(self, provider: str, day: int) -> str:
+        """Hash with a TTL: provider message id -> ``<batch>:<campaign id>`` of the
+        messages accepted on ``day`` (unix day number), to match events without our id."""
+        return f"{self.prefix}:wh:pid:{provider}:{day}"
+
+    def webhook_counts(self, provider: str) -> str:
+        """Hash: what the provider's webhook received (recorded, duplicate, ignored...)."""
+        return f"{self.prefix}:wh:n:{provider}"
+
+    def guard(self, cid: str, provider: str) -> str:
+        """Hash: the complaint guard's window of one campaign and provider
+        (``<bucket>:<d|b|c>`` -> count, ``tripped`` -> time)."""
+        return f"{self.prefix}:c:{cid}:guard:{provider}"
+
 
 # ids --------------------------------------------------------------------------------
 # A campaign id (a single message's id too) becomes part of Redis keys, task ids and

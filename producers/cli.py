@@ -18,6 +18,7 @@ from rich.text import Text
 from config.errors import CampaignNotFoundError, InputError
 from config.schema import State, check_id
 from producers.cli_base import console, context, format_time, guard, json_line, untrusted
+from producers.cli_events import register as register_event_commands
 from producers.cli_failures import register as register_failure_commands
 from producers.cli_service import register as register_service_commands
 from producers.progress import print_status
@@ -34,6 +35,7 @@ providers_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 app.add_typer(providers_app, name="providers")
 register_failure_commands(app)
 register_service_commands(app)
+register_event_commands(app)
 
 
 # -- send ------------------------------------------------------------------------------
@@ -143,8 +145,10 @@ def status(
         else:
             print_status(d, console)
             if d.get("paused"):
-                console.print(f"[yellow]paused by {untrusted(str(d['paused_by']))} at "
-                              f"{format_time(d['paused_at'])}[/]", highlight=False)
+                reason = f": {d['paused_reason']}" if d.get("paused_reason") else ""
+                console.print(untrusted(f"paused by {d['paused_by']} at "
+                                        f"{format_time(d['paused_at'])}{reason}"),
+                              style="yellow", highlight=False)
             for line in _provider_lines(st.provider, d["providers"]):
                 console.print(untrusted(line), style="yellow", highlight=False, soft_wrap=True)
 

@@ -28,6 +28,7 @@ from config.providers import ProviderConfig
 from config.schema import State, retry_member
 from workers.batchlock import BatchLock
 from workers.deadletter import AsyncDeadLetters
+from workers.feedback.store import index_accepted
 from workers.ledger import AsyncLedger, Update, detail_json
 from workers.outcomes import Outcomes, decide
 from workers.pause import chunk_gate
@@ -339,6 +340,8 @@ class _Run:
                          details=self.details, cfg=self.cfg, now=self.clock.now(),
                          campaign_id=self.cid, provider=self.provider.name)
         await _record(self.rt, self.cid, self.batch_no, self.ledger, self.suppression, outcome)
+        await index_accepted(self.rt.redis, self.rt.settings.keys, self.cfg, self.provider.name,
+                             self.cid, self.batch_no, results, self.clock.now())
         self.report.sent += outcome.sent
         self.report.failed += outcome.failed
         self.report.deferred += outcome.deferred

@@ -54,6 +54,8 @@ class PauseState:
     paused: bool
     paused_at: float | None = None
     paused_by: str | None = None
+    #: why, when the pause says (the complaint guard does)
+    paused_reason: str | None = None
     resumed_at: float | None = None
     resumed_by: str | None = None
 
@@ -61,6 +63,8 @@ class PauseState:
         out: dict[str, Any] = {"paused": self.paused}
         if self.paused:
             out |= {"paused_at": self.paused_at, "paused_by": self.paused_by}
+            if self.paused_reason:
+                out["paused_reason"] = self.paused_reason
         if self.resumed_at is not None:
             out |= {"resumed_at": self.resumed_at, "resumed_by": self.resumed_by}
         return out
@@ -74,26 +78,30 @@ def pause_state(record: Mapping[str, str]) -> PauseState:
         paused=paused is not None,
         paused_at=float(paused) if paused is not None else None,
         paused_by=record.get("paused_by") if paused is not None else None,
+        paused_reason=record.get("paused_reason") if paused is not None else None,
         resumed_at=float(resumed) if resumed is not None else None,
         resumed_by=record.get("resumed_by") if resumed is not None else None,
     )
 
 
-def _pause(keys: Keys, cid: str, by: str) -> RedisOp[bool]:
+def _pause(keys: Keys, cid: str, by: str, reason: str | None) -> RedisOp[bool]:
     key = keys.campaign(cid)
     now = yield from server_time()
     # HSETNX: pausing twice keeps the first time and author (the pause that counts).
     first = yield Command(("HSETNX", key, "paused", repr(now)))
     if first:
         yield Command(("HSET", key, "paused_by", by))
+        yield Command(("HSET", key, "paused_reason", reason) if reason
+                      else ("HDEL", key, "paused_reason"))
     return bool(first)
 
 
-def pause_campaign(client: SyncRedis, keys: Keys, cid: str, *, by: str) -> bool:
+def pause_campaign(client: SyncRedis, keys: Keys, cid: str, *, by: str,
+                   reason: str | None = None) -> bool:
     """Pause campaign ``cid``: workers stop before their next chunk. ``by`` says who
-    (``cli:USER``, ``api:KEY``). False when it was paused already. The caller checks
-    that the campaign exists."""
-    return run_sync(client, _pause(keys, cid, by))
+    (``cli:USER``, ``api:KEY``, ``guard``), ``reason`` why (shown by status). False when
+    it was paused already. The caller checks that the campaign exists."""
+    return run_sync(client, _pause(keys, cid, by, reason))
 
 
 def _resume(keys: Keys, cid: str, provider: str, by: str) -> RedisOp[int | None]:

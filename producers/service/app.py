@@ -54,6 +54,7 @@ from producers.service.intake import (
 from producers.service.limits import BodyLimit, parse_size
 from producers.service.pages import recipients_page
 from producers.service.problems import Problem, problem_response, register_handlers
+from producers.service.webhooks import install_webhooks
 from workers.deadletter import DeadLetters
 from workers.heartbeat import seen
 from workers.ledger import Ledger
@@ -360,6 +361,7 @@ def create_app(settings: Settings, config: ServiceConfig | None = None) -> FastA
     app.add_exception_handler(redis.ConnectionError, on_redis_down)
     app.add_exception_handler(redis.TimeoutError, on_redis_down)
     app.add_middleware(BodyLimit, max_body=config.max_body, max_upload=config.max_upload)
+    install_webhooks(app, settings)
 
     # -- health -------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"])

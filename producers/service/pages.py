@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from config.schema import Keys, State, decode_batch
+from workers.feedback.store import batch_events
 from workers.ledger import LedgerEntry
 from workers.redis_ops import hscan_page, run_sync
 
@@ -69,7 +70,9 @@ def recipients_page(client: redis.Redis[bytes], keys: Keys, cid: str,
         pipe.get(keys.batch(cid, batch_no))
         pipe.hgetall(keys.states(cid, batch_no))
         pipe.hgetall(keys.details(cid, batch_no))
-        payload, states_raw, details_raw = pipe.execute()
+        pipe.hgetall(keys.recipient_events(cid, batch_no))
+        payload, states_raw, details_raw, events_raw = pipe.execute()
+        events = batch_events(events_raw.items())
         read += 1
         recipients = decode_batch(payload) if payload else []
         for idx in range(index, len(recipients)):
@@ -80,6 +83,8 @@ def recipients_page(client: redis.Redis[bytes], keys: Keys, cid: str,
             r = recipients[idx]
             out.append(LedgerEntry(r.row, r.email, st,
                                    json.loads(raw_detail) if raw_detail else {}).as_dict())
+            if idx in events:  # provider webhook events (workers.feedback)
+                out[-1]["events"] = events[idx]
             if len(out) == limit:
                 return out, f"b:{batch_no}:{idx + 1}"
         batch_no, index = batch_no + 1, 0
